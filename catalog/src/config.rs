@@ -1,0 +1,420 @@
+//! The mesh configuration file (`meshql.toml`): server settings, domains and their buckets,
+//! where the catalog of product manifests lives, and the users.
+//!
+//! Every setting may be overridden from the environment as `MESHQL__SECTION__KEY`
+//! (e.g. `MESHQL__SERVER__BIND=0.0.0.0:50051`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use crate::error::Problem;
+use crate::manifest::{is_identifier, Fields};
+
+/// Prefix of environment variables that override configuration settings.
+pub const ENV_PREFIX: &str = "MESHQL__";
+
+/// Default address `meshql serve` binds.
+pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
+
+/// Names a domain may not take: they are schemas meshql itself provides.
+const RESERVED_SCHEMAS: &[&str] = &["meshql", "information_schema"];
+
+/// The parsed `meshql.toml`.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The file this configuration was read from.
+    pub file: PathBuf,
+    pub server: ServerConfig,
+    /// Directory holding one folder of product manifests per domain.
+    pub catalog_dir: PathBuf,
+    pub domains: Vec<DomainConfig>,
+    pub users: Vec<UserConfig>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address the Flight SQL server binds, `HOST:PORT`.
+    pub bind: String,
+    /// How long a token issued by the handshake stays valid, in seconds.
+    pub token_ttl_secs: u64,
+    /// When true the server warns at start that demo credentials are in use.
+    pub demo_credentials: bool,
+}
+
+/// One `[[domains]]` entry: a business domain and its bucket.
+#[derive(Debug, Clone)]
+pub struct DomainConfig {
+    pub name: String,
+    /// Root of the domain's storage. Relative paths in the file are resolved against the
+    /// configuration file's directory and become `file://` URLs.
+    pub bucket: Url,
+    pub description: String,
+    pub owner: String,
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    /// Argon2 hash in PHC string format (`$argon2id$v=19$...`).
+    pub password_hash: String,
+    pub groups: Vec<String>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl MeshConfig {
+    /// Parses a configuration from TOML text. `file` is used for resolving relative paths and
+    /// in problem reports; `env` supplies overrides (pass `std::env::vars()`).
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, Vec<Problem>> {
+        let mut value: toml::Table = text.parse::<toml::Table>().map_err(|e| {
+            vec![
+                Problem::new(file, "", format!("not valid TOML: {}", e.message()))
+                    .with_span(text, e.span()),
+            ]
+        })?;
+        apply_env_overrides(&mut value, env);
+        let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let problems = std::cell::RefCell::new(Vec::new());
+        let mut f = Fields::new(file, "", &value, &problems);
+        f.known(&["server", "catalog", "domains", "users"]);
+
+        let server = match f.table("server") {
+            Some(t) => {
+                let mut s = Fields::new(file, "server", t, &problems);
+                s.known(&["bind", "token_ttl", "demo_credentials"]);
+                let bind = s.string("bind").unwrap_or_else(|| DEFAULT_BIND.to_string());
+                let token_ttl_secs = s.duration_secs("token_ttl").unwrap_or(12 * 3600);
+                let demo_credentials = s.bool("demo_credentials").unwrap_or(false);
+                ServerConfig {
+                    bind,
+                    token_ttl_secs,
+                    demo_credentials,
+                }
+            }
+            None => ServerConfig {
+                bind: DEFAULT_BIND.to_string(),
+                token_ttl_secs: 12 * 3600,
+                demo_credentials: false,
+            },
+        };
+
+        let catalog_dir = match f.table("catalog") {
+            Some(t) => {
+                let mut c = Fields::new(file, "catalog", t, &problems);
+                c.known(&["dir"]);
+                c.required_string("dir").map(|d| base_dir.join(d))
+            }
+            None => {
+                f.problem(
+                    "catalog",
+                    "missing section [catalog] (with `dir`, the manifests folder)",
+                );
+                None
+            }
+        };
+
+        let mut domains = Vec::new();
+        for (i, t) in f.array_of_tables("domains", true).into_iter().enumerate() {
+            let path = format!("domains[{i}]");
+            let mut d = Fields::new(file, &path, t, &problems);
+            d.known(&["name", "bucket", "description", "owner"]);
+            let name = d.required_string("name");
+            if let Some(n) = &name {
+                if !is_identifier(n) {
+                    d.problem("name", format!("`{n}` is not a valid domain name (lowercase letters, digits and `_`, starting with a letter)"));
+                } else if RESERVED_SCHEMAS.contains(&n.as_str()) {
+                    d.problem("name", format!("`{n}` is reserved for meshql's own schema"));
+                }
+            }
+            let bucket =
+                d.required_string("bucket")
+                    .and_then(|b| match resolve_bucket(&base_dir, &b) {
+                        Ok(u) => Some(u),
+                        Err(e) => {
+                            d.problem("bucket", e);
+                            None
+                        }
+                    });
+            let description = d.string("description").unwrap_or_default();
+            let owner = d.string("owner").unwrap_or_default();
+            if let (Some(name), Some(bucket)) = (name, bucket) {
+                domains.push((
+                    path,
+                    DomainConfig {
+                        name,
+                        bucket,
+                        description,
+                        owner,
+                    },
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (path, d) in &domains {
+            if !seen.insert(d.name.clone()) {
+                problems.borrow_mut().push(Problem::new(
+                    file,
+                    format!("{path}.name"),
+                    format!("domain `{}` is defined more than once", d.name),
+                ));
+            }
+        }
+
+        let f = Fields::new(file, "", &value, &problems);
+        let mut users = Vec::new();
+        for (i, t) in f.array_of_tables("users", false).into_iter().enumerate() {
+            let path = format!("users[{i}]");
+            let mut u = Fields::new(file, &path, t, &problems);
+            u.known(&["name", "password_hash", "groups", "attributes"]);
+            let name = u.required_string("name");
+            let password_hash = u.required_string("password_hash");
+            if let Some(h) = &password_hash {
+                if argon2::PasswordHash::new(h).is_err() {
+                    u.problem("password_hash", "not an argon2 PHC hash string (`$argon2id$v=19$...`); create one with `meshql hash-password`");
+                }
+            }
+            let groups = u.string_list("groups").unwrap_or_default();
+            let attributes = u.string_map("attributes").unwrap_or_default();
+            if let (Some(name), Some(password_hash)) = (name, password_hash) {
+                users.push((
+                    path,
+                    UserConfig {
+                        name,
+                        password_hash,
+                        groups,
+                        attributes,
+                    },
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (path, u) in &users {
+            if !seen.insert(u.name.clone()) {
+                problems.borrow_mut().push(Problem::new(
+                    file,
+                    format!("{path}.name"),
+                    format!("user `{}` is defined more than once", u.name),
+                ));
+            }
+        }
+
+        let problems = problems.into_inner();
+        match (problems.is_empty(), catalog_dir) {
+            (true, Some(catalog_dir)) => Ok(MeshConfig {
+                file: file.to_path_buf(),
+                server,
+                catalog_dir,
+                domains: domains.into_iter().map(|(_, d)| d).collect(),
+                users: users.into_iter().map(|(_, u)| u).collect(),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The domain with this name.
+    pub fn domain(&self, name: &str) -> Option<&DomainConfig> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+
+    /// The user with this name.
+    pub fn user(&self, name: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// Turns a bucket setting into a URL: absolute URLs are kept, paths become `file://` URLs
+/// (relative ones resolved against the configuration file's directory).
+fn resolve_bucket(base_dir: &Path, bucket: &str) -> Result<Url, String> {
+    if bucket.contains("://") {
+        let url = Url::parse(bucket).map_err(|e| format!("`{bucket}` is not a valid URL: {e}"))?;
+        return match url.scheme() {
+            "file" | "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" => Ok(ensure_dir_url(url)),
+            other => Err(format!(
+                "unsupported bucket scheme `{other}://`: expected file://, s3://, gs://, az:// or abfss://"
+            )),
+        };
+    }
+    let path = if Path::new(bucket).is_absolute() {
+        PathBuf::from(bucket)
+    } else {
+        let base = if base_dir.as_os_str().is_empty() {
+            std::env::current_dir().map_err(|e| e.to_string())?
+        } else if base_dir.is_absolute() {
+            base_dir.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| e.to_string())?
+                .join(base_dir)
+        };
+        base.join(bucket)
+    };
+    let path = normalize(&path);
+    Url::from_directory_path(&path)
+        .map_err(|()| format!("`{}` is not a usable directory path", path.display()))
+}
+
+/// Removes `.` and `..` components without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn ensure_dir_url(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    url
+}
+
+/// Applies `MESHQL__SECTION__KEY=value` overrides onto the parsed TOML. Values that parse as a
+/// TOML integer or boolean keep that type; everything else is a string.
+fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+    for (key, raw) in env {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            continue;
+        }
+        let value = if let Ok(i) = raw.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(b) = raw.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else {
+            toml::Value::String(raw)
+        };
+        let mut t = &mut *table;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                t.insert(part.clone(), value);
+                break;
+            }
+            let entry = t
+                .entry(part.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            match entry.as_table_mut() {
+                Some(next) => t = next,
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Wl1ZiKBWgKfCPWyC0JBSpHiCxEe0A2yKxsNx0cbdwzg";
+
+    fn parse(text: &str, env: Vec<(&str, &str)>) -> Result<MeshConfig, Vec<Problem>> {
+        MeshConfig::parse(
+            Path::new("/mesh/meshql.toml"),
+            text,
+            env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn parses_a_complete_config_and_resolves_relative_buckets() {
+        let text = format!(
+            r#"
+            [server]
+            bind = "127.0.0.1:1234"
+            [catalog]
+            dir = "catalog"
+            [[domains]]
+            name = "sales"
+            bucket = "buckets/sales"
+            [[domains]]
+            name = "shipping"
+            bucket = "s3://shipping-bucket/data"
+            [[users]]
+            name = "ann"
+            password_hash = "{HASH}"
+            groups = ["pii_reader"]
+            attributes = {{ region = "EU" }}
+            "#
+        );
+        let c = parse(&text, vec![]).unwrap();
+        assert_eq!(c.server.bind, "127.0.0.1:1234");
+        assert_eq!(c.catalog_dir, PathBuf::from("/mesh/catalog"));
+        assert_eq!(
+            c.domain("sales").unwrap().bucket.as_str(),
+            "file:///mesh/buckets/sales/"
+        );
+        assert_eq!(
+            c.domain("shipping").unwrap().bucket.as_str(),
+            "s3://shipping-bucket/data/"
+        );
+        assert_eq!(c.user("ann").unwrap().attributes["region"], "EU");
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let text = "[catalog]\ndir = \"c\"\n[server]\nbind = \"127.0.0.1:1\"\n";
+        let c = parse(
+            text,
+            vec![("MESHQL__SERVER__BIND", "0.0.0.0:9"), ("OTHER", "x")],
+        )
+        .unwrap();
+        assert_eq!(c.server.bind, "0.0.0.0:9");
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_field() {
+        let text = r#"
+            [catalog]
+            [[domains]]
+            name = "Sales!"
+            bucket = "ftp://x"
+            [[domains]]
+            bucket = "b"
+            [[users]]
+            name = "u"
+            password_hash = "plain"
+            colour = "red"
+        "#;
+        let problems = parse(text, vec![]).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "catalog.dir",
+                "domains[0].name",
+                "domains[0].bucket",
+                "domains[1].name",
+                "users[0].colour",
+                "users[0].password_hash"
+            ],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn bad_toml_names_the_line() {
+        let problems = parse("[catalog\ndir = 1", vec![]).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("line 1"), "{}", problems[0]);
+    }
+}

@@ -1,0 +1,196 @@
+//! Loading a whole mesh: the configuration plus every domain's product manifests.
+//!
+//! Layout on disk: `<catalog.dir>/<domain>/products/<product>.toml`. Loading validates
+//! everything and reports every problem with its file and field.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use crate::config::{DomainConfig, MeshConfig};
+use crate::error::{CatalogError, Problem, Result};
+use crate::manifest::ProductManifest;
+
+/// A loaded, validated mesh.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    pub config: MeshConfig,
+    pub domains: Vec<Domain>,
+}
+
+/// A domain with its products.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub config: DomainConfig,
+    pub products: Vec<Product>,
+}
+
+/// A data product: its manifest and where the manifest came from.
+#[derive(Debug, Clone)]
+pub struct Product {
+    pub manifest: ProductManifest,
+    /// The manifest file.
+    pub file: PathBuf,
+}
+
+impl Product {
+    /// `domain.product`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.manifest.domain, self.manifest.name)
+    }
+}
+
+impl Domain {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn product(&self, name: &str) -> Option<&Product> {
+        self.products.iter().find(|p| p.manifest.name == name)
+    }
+}
+
+impl Mesh {
+    /// Reads and validates `meshql.toml` and every manifest it points to. Environment
+    /// overrides (`MESHQL__SECTION__KEY`) are applied.
+    pub fn load(config_file: &Path) -> Result<Mesh> {
+        let text = std::fs::read_to_string(config_file).map_err(|source| CatalogError::Io {
+            path: config_file.to_path_buf(),
+            source,
+        })?;
+        let config = MeshConfig::parse(config_file, &text, std::env::vars())
+            .map_err(CatalogError::Invalid)?;
+        Self::load_manifests(config)
+    }
+
+    /// Loads the manifests of an already parsed configuration.
+    pub fn load_manifests(config: MeshConfig) -> Result<Mesh> {
+        let problems = RefCell::new(Vec::<Problem>::new());
+        let dir = &config.catalog_dir;
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                return Err(CatalogError::Invalid(vec![Problem::new(
+                    &config.file,
+                    "catalog.dir",
+                    format!("cannot read catalog directory {}: {e}", dir.display()),
+                )]))
+            }
+        };
+        // Folders that name no configured domain are mistakes worth reporting.
+        let mut folders: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        folders.sort();
+        for folder in &folders {
+            let name = folder
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if config.domain(name).is_none() {
+                problems.borrow_mut().push(Problem::new(
+                    folder,
+                    "",
+                    format!(
+                        "folder names unknown domain `{name}` (configured domains: {})",
+                        config
+                            .domains
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        let mut domains = Vec::new();
+        for d in &config.domains {
+            let products_dir = dir.join(&d.name).join("products");
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(&products_dir) {
+                Ok(e) => e
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    problems.borrow_mut().push(Problem::new(
+                        &products_dir,
+                        "",
+                        format!("cannot read folder: {e}"),
+                    ));
+                    Vec::new()
+                }
+            };
+            files.sort();
+            let mut products: Vec<Product> = Vec::new();
+            for file in files {
+                let text = match std::fs::read_to_string(&file) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        problems.borrow_mut().push(Problem::new(
+                            &file,
+                            "",
+                            format!("cannot read file: {e}"),
+                        ));
+                        continue;
+                    }
+                };
+                match ProductManifest::parse(&file, &text) {
+                    Ok(m) => {
+                        if m.domain != d.name {
+                            let msg = if config.domain(&m.domain).is_none() {
+                                format!("unknown domain `{}`; this manifest lives in the folder of domain `{}`", m.domain, d.name)
+                            } else {
+                                format!(
+                                    "`{}` does not match the folder's domain `{}`",
+                                    m.domain, d.name
+                                )
+                            };
+                            problems
+                                .borrow_mut()
+                                .push(Problem::new(&file, "domain", msg));
+                        } else if products.iter().any(|p| p.manifest.name == m.name) {
+                            problems.borrow_mut().push(Problem::new(
+                                &file,
+                                "name",
+                                format!(
+                                    "product `{}.{}` is defined more than once",
+                                    d.name, m.name
+                                ),
+                            ));
+                        } else {
+                            products.push(Product { manifest: m, file });
+                        }
+                    }
+                    Err(p) => problems.borrow_mut().extend(p),
+                }
+            }
+            domains.push(Domain {
+                config: d.clone(),
+                products,
+            });
+        }
+        let problems = problems.into_inner();
+        if problems.is_empty() {
+            Ok(Mesh { config, domains })
+        } else {
+            Err(CatalogError::Invalid(problems))
+        }
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.iter().find(|d| d.config.name == name)
+    }
+
+    /// The product `domain.name`.
+    pub fn product(&self, domain: &str, name: &str) -> Option<&Product> {
+        self.domain(domain)?.product(name)
+    }
+
+    /// Every product of every domain.
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.domains.iter().flat_map(|d| d.products.iter())
+    }
+}

@@ -1,0 +1,23 @@
+//! meshql engine: DataFusion over the mesh catalog.
+//!
+//! Resolves `domain.product` names to Parquet and Delta tables in each domain's bucket, exposes
+//! exactly each product's contract, and runs SQL for a principal within a read-only surface,
+//! streaming results in client-facing Arrow types.
+
+mod buckets;
+mod contract;
+pub mod demo;
+mod error;
+pub mod output;
+mod product;
+mod provider;
+mod session;
+mod system;
+
+pub use contract::{arrow_type, contract_schema};
+pub use error::{EngineError, Result};
+pub use provider::MESH_CATALOG;
+pub use session::{BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, TableInfo};
+pub use system::SYSTEM_SCHEMA;
+
+pub use meshql_catalog as catalog;

@@ -1,0 +1,137 @@
+//! The output boundary: the Arrow types meshql hands to clients.
+//!
+//! DataFusion produces `Utf8View`/`BinaryView` (Parquet strings) and may produce dictionaries;
+//! many Flight SQL clients cannot read them (JDBC ≤ 18, flightsql-dbapi, Grafana). Everything
+//! leaving the engine is converted: views to `Utf8`/`Binary`, dictionaries to their values,
+//! smaller decimals to `Decimal128`, recursively through nested types. The same mapping is used
+//! for result schemas, every batch, and the schemas returned by metadata calls.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
+use arrow::error::ArrowError;
+
+/// The client-facing type for an engine type.
+pub fn output_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, value) => output_type(value),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
+        DataType::List(f) => DataType::List(output_field(f)),
+        DataType::ListView(f) => DataType::List(output_field(f)),
+        DataType::LargeList(f) => DataType::LargeList(output_field(f)),
+        DataType::LargeListView(f) => DataType::LargeList(output_field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(output_field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(output_fields(fields)),
+        DataType::Map(f, sorted) => DataType::Map(output_field(f), *sorted),
+        DataType::RunEndEncoded(_, values) => output_type(values.data_type()),
+        other => other.clone(),
+    }
+}
+
+fn output_field(f: &FieldRef) -> FieldRef {
+    Arc::new(
+        f.as_ref()
+            .clone()
+            .with_data_type(output_type(f.data_type())),
+    )
+}
+
+fn output_fields(fields: &Fields) -> Fields {
+    fields.iter().map(output_field).collect()
+}
+
+/// The client-facing schema for an engine schema (metadata kept).
+pub fn output_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new_with_metadata(
+        output_fields(schema.fields()),
+        schema.metadata().clone(),
+    ))
+}
+
+/// Converts a batch to `schema` (which must be `output_schema` of the batch's schema, possibly
+/// with different nullability or metadata).
+pub fn to_output_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(col, field)| {
+            if col.data_type() == field.data_type() {
+                Ok(Arc::clone(col))
+            } else {
+                cast(col, field.data_type())
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}
+
+/// A field for `schema` built from the contract, shared with metadata responses.
+pub fn nullable_field(name: &str, dt: DataType, nullable: bool) -> Field {
+    Field::new(name, output_type(&dt), nullable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{DictionaryArray, StringViewArray};
+    use arrow::datatypes::Int32Type;
+
+    #[test]
+    fn views_and_dictionaries_become_plain_types_recursively() {
+        let nested = DataType::Struct(Fields::from(vec![
+            Field::new("s", DataType::Utf8View, true),
+            Field::new_list("l", Field::new_list_field(DataType::BinaryView, true), true),
+        ]));
+        let expected = DataType::Struct(Fields::from(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new_list("l", Field::new_list_field(DataType::Binary, true), true),
+        ]));
+        assert_eq!(output_type(&nested), expected);
+        assert_eq!(
+            output_type(&DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8View)
+            )),
+            DataType::Utf8
+        );
+        assert_eq!(
+            output_type(&DataType::Decimal64(10, 2)),
+            DataType::Decimal128(10, 2)
+        );
+    }
+
+    #[test]
+    fn converts_batches() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8View, true),
+            Field::new(
+                "d",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
+        ]));
+        let dict: DictionaryArray<Int32Type> = vec!["x", "y", "x"].into_iter().collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringViewArray::from(vec!["p", "q", "r"])),
+                Arc::new(dict),
+            ],
+        )
+        .unwrap();
+        let out_schema = output_schema(&schema);
+        let out = to_output_batch(&batch, &out_schema).unwrap();
+        assert_eq!(out.schema().field(0).data_type(), &DataType::Utf8);
+        assert_eq!(out.schema().field(1).data_type(), &DataType::Utf8);
+        assert_eq!(out.num_rows(), 3);
+    }
+}

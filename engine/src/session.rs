@@ -1,0 +1,343 @@
+//! The engine and its per-principal query sessions.
+//!
+//! [`MeshEngine`] holds what is shared (the loaded mesh, the runtime with its object stores,
+//! memory pool and caches). [`QuerySession`] is created per request for one principal: it owns a
+//! DataFusion `SessionContext` whose `mesh` catalog is built for that principal, plans SQL within
+//! meshql's read-only surface and streams results in client-facing types.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::{Stream, StreamExt};
+use meshql_catalog::{Mesh, Principal};
+
+use crate::contract::contract_schema;
+use crate::error::{EngineError, Result};
+use crate::output::{output_schema, to_output_batch};
+use crate::product::{check_product, product_url};
+use crate::provider::{MeshCatalog, MESH_CATALOG};
+use crate::system::{system_schema, SYSTEM_SCHEMA};
+use datafusion::catalog::SchemaProvider;
+
+/// A stream of result batches in client-facing types.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// Tunables of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Partitions (threads) per query; defaults to the number of cores.
+    pub target_partitions: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            batch_size: 8192,
+        }
+    }
+}
+
+/// The query engine over one mesh.
+#[derive(Debug, Clone)]
+pub struct MeshEngine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    mesh: Arc<Mesh>,
+    runtime: Arc<RuntimeEnv>,
+    options: EngineOptions,
+    /// `(product, location prefix)`, to attribute storage errors to the product they concern.
+    locations: Vec<(String, String)>,
+}
+
+impl MeshEngine {
+    /// Creates an engine over a loaded mesh, registering each domain's bucket.
+    pub fn try_new(mesh: Mesh) -> Result<Self> {
+        Self::try_new_with_options(mesh, EngineOptions::default())
+    }
+
+    pub fn try_new_with_options(mesh: Mesh, options: EngineOptions) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        crate::buckets::register_domain_stores(&runtime, &mesh)?;
+        let mut locations = Vec::new();
+        for d in &mesh.domains {
+            for p in &d.products {
+                if let Ok(url) = product_url(d, p) {
+                    let loc = match url.to_file_path() {
+                        Ok(path) => path.display().to_string(),
+                        Err(()) => url.path().to_string(),
+                    };
+                    locations.push((p.qualified_name(), loc));
+                }
+            }
+        }
+        // Longest prefix first, so nested locations attribute to the most specific product.
+        locations.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                mesh: Arc::new(mesh),
+                runtime,
+                options,
+                locations,
+            }),
+        })
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        &self.inner.mesh
+    }
+
+    /// A session for one principal.
+    pub fn session(&self, principal: Principal) -> Result<QuerySession> {
+        QuerySession::try_new(self.clone(), principal, None)
+    }
+
+    /// A session whose unqualified table names resolve in `schema` (a domain).
+    pub fn session_with_schema(
+        &self,
+        principal: Principal,
+        schema: Option<&str>,
+    ) -> Result<QuerySession> {
+        QuerySession::try_new(self.clone(), principal, schema)
+    }
+
+    fn session_config(&self, default_schema: &str) -> SessionConfig {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(MESH_CATALOG, default_schema)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_target_partitions(self.inner.options.target_partitions)
+            .with_batch_size(self.inner.options.batch_size);
+        config.options_mut().execution.parquet.pushdown_filters = true;
+        config
+    }
+
+    /// Checks every product's data against its contract; returns `(product, problem)` pairs.
+    pub async fn check_data(&self) -> Vec<(String, String)> {
+        let config = self.session_config("public");
+        let mut out = Vec::new();
+        for d in &self.inner.mesh.domains {
+            for p in &d.products {
+                if let Err(problems) = check_product(&self.inner.runtime, &config, d, p).await {
+                    out.extend(problems.into_iter().map(|m| (p.qualified_name(), m)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Turns a DataFusion error into an engine error, naming the product a storage error
+    /// concerns when the message points into a product's location.
+    fn attribute(&self, e: datafusion::error::DataFusionError) -> EngineError {
+        let err = EngineError::from_datafusion(e);
+        match err {
+            EngineError::Execution(msg) | EngineError::Internal(msg) => {
+                match self
+                    .inner
+                    .locations
+                    .iter()
+                    .find(|(_, loc)| msg.contains(loc.as_str()))
+                {
+                    Some((product, _)) => EngineError::ProductUnavailable {
+                        product: product.clone(),
+                        message: msg,
+                    },
+                    None => EngineError::Execution(msg),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// A planned query: the logical plan and the schema its results will have for the client.
+#[derive(Debug, Clone)]
+pub struct PlannedQuery {
+    pub plan: LogicalPlan,
+    pub schema: SchemaRef,
+}
+
+/// One principal's view of the mesh, for one request.
+pub struct QuerySession {
+    engine: MeshEngine,
+    principal: Principal,
+    ctx: SessionContext,
+    system: Arc<dyn SchemaProvider>,
+}
+
+/// A table as metadata calls (GetTables, JDBC `getColumns`) describe it, from the catalog alone.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    /// `TABLE` for products, `SYSTEM TABLE` for `meshql.*`.
+    pub table_type: &'static str,
+    /// Client-facing schema.
+    pub arrow_schema: SchemaRef,
+    pub description: String,
+}
+
+impl std::fmt::Debug for QuerySession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuerySession")
+            .field("principal", &self.principal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuerySession {
+    fn try_new(
+        engine: MeshEngine,
+        principal: Principal,
+        default_schema: Option<&str>,
+    ) -> Result<Self> {
+        let config = engine.session_config(default_schema.unwrap_or("public"));
+        let state = SessionStateBuilder::new()
+            .with_config(config.clone())
+            .with_runtime_env(Arc::clone(&engine.inner.runtime))
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        // Access control arrives here: the visibility predicate decides per principal.
+        let visible = |_domain: &str, _product: &str| true;
+        let system = system_schema(&engine.inner.mesh, &visible)?;
+        let catalog = MeshCatalog::new(
+            &engine.inner.mesh,
+            &engine.inner.runtime,
+            &config,
+            Arc::clone(&system),
+        );
+        ctx.register_catalog(MESH_CATALOG, Arc::new(catalog));
+        Ok(Self {
+            engine,
+            principal,
+            ctx,
+            system,
+        })
+    }
+
+    /// The schemas (domains, then `meshql`) this principal can see.
+    pub fn schemas(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .engine
+            .inner
+            .mesh
+            .domains
+            .iter()
+            .map(|d| d.name().to_string())
+            .collect();
+        out.push(SYSTEM_SCHEMA.to_string());
+        out
+    }
+
+    /// Every table this principal can see, described from the catalog without touching storage.
+    pub async fn tables(&self) -> Result<Vec<TableInfo>> {
+        let mut out = Vec::new();
+        for p in self.engine.inner.mesh.products() {
+            out.push(TableInfo {
+                catalog: MESH_CATALOG.to_string(),
+                schema: p.manifest.domain.clone(),
+                name: p.manifest.name.clone(),
+                table_type: "TABLE",
+                arrow_schema: output_schema(&contract_schema(&p.manifest)),
+                description: p.manifest.description.clone(),
+            });
+        }
+        for name in self.system.table_names() {
+            if let Some(t) = self.system.table(&name).await? {
+                out.push(TableInfo {
+                    catalog: MESH_CATALOG.to_string(),
+                    schema: SYSTEM_SCHEMA.to_string(),
+                    name,
+                    table_type: "SYSTEM TABLE",
+                    arrow_schema: output_schema(&t.schema()),
+                    description: String::new(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// Plans one SQL statement. Only queries (and EXPLAIN / SHOW of them) are accepted.
+    pub async fn plan_sql(&self, sql: &str) -> Result<PlannedQuery> {
+        let state = self.ctx.state();
+        let plan = state
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| self.engine.attribute(e))?;
+        check_read_only(&plan)?;
+        let schema = output_schema(plan.schema().as_arrow());
+        Ok(PlannedQuery { plan, schema })
+    }
+
+    /// Executes a planned query, streaming batches as DataFusion produces them.
+    pub async fn execute(&self, query: PlannedQuery) -> Result<BatchStream> {
+        let PlannedQuery { plan, schema } = query;
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| self.engine.attribute(e))?;
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| self.engine.attribute(e))?;
+        let engine = self.engine.clone();
+        Ok(Box::pin(stream.map(move |r| {
+            match r {
+                Ok(batch) => to_output_batch(&batch, &schema)
+                    .map_err(|e| EngineError::Internal(format!("converting a result batch: {e}"))),
+                Err(e) => Err(engine.attribute(e)),
+            }
+        })))
+    }
+
+    /// Plans and executes one SQL statement.
+    pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, BatchStream)> {
+        let q = self.plan_sql(sql).await?;
+        let schema = Arc::clone(&q.schema);
+        Ok((schema, self.execute(q).await?))
+    }
+}
+
+/// Rejects everything but queries: DDL, DML, COPY, SET and transaction statements.
+fn check_read_only(plan: &LogicalPlan) -> Result<()> {
+    let what = match plan {
+        LogicalPlan::Ddl(ddl) => Some(ddl.name().to_string()),
+        LogicalPlan::Dml(dml) => Some(format!("{} ({})", dml.op, dml.table_name)),
+        LogicalPlan::Copy(_) => Some("COPY".to_string()),
+        LogicalPlan::Statement(Statement::SetVariable(_)) => Some("SET".to_string()),
+        LogicalPlan::Statement(Statement::ResetVariable(_)) => Some("RESET".to_string()),
+        LogicalPlan::Statement(Statement::TransactionStart(_) | Statement::TransactionEnd(_)) => {
+            Some("transactions".to_string())
+        }
+        LogicalPlan::Statement(
+            Statement::Prepare(_) | Statement::Execute(_) | Statement::Deallocate(_),
+        ) => Some("SQL-level PREPARE/EXECUTE (use the client's prepared statements)".to_string()),
+        _ => None,
+    };
+    match what {
+        Some(w) => Err(EngineError::ReadOnly(format!(
+            "meshql is read-only: {w} is not allowed; only queries (SELECT, WITH, EXPLAIN, SHOW) are accepted"
+        ))),
+        None => Ok(()),
+    }
+}

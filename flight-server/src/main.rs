@@ -1,0 +1,378 @@
+//! The `meshql` command line: demo mesh, Flight SQL server, one-off queries, catalog lint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use meshql_catalog::{CatalogError, Mesh, Principal};
+use meshql_engine::demo::{write_demo, DemoOptions};
+use meshql_engine::MeshEngine;
+
+#[derive(Parser)]
+#[command(
+    name = "meshql",
+    version,
+    about = "meshql: federated SQL over data products, served over Arrow Flight SQL",
+    long_about = "meshql keeps a catalog of domains and their data products (Parquet files and Delta \
+tables in each domain's bucket), runs SQL across domains, and serves it over Arrow Flight SQL.\n\n\
+New here? Run `meshql serve --demo` and connect a Flight SQL client to grpc://127.0.0.1:50051 \
+as user `admin`, password `admin`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the demo data mesh (five domains, Parquet and Delta products, demo users).
+    ///
+    /// Idempotent: existing data is kept, and configuration or manifest files you edited are
+    /// never overwritten (they are listed instead) unless you pass --force.
+    Demo {
+        /// Directory to write the demo mesh into; its configuration is DIR/meshql.toml.
+        #[arg(long, default_value = "demo-mesh")]
+        dir: PathBuf,
+        /// Multiply the number of generated rows (1 = a few thousand rows per product).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        scale: u32,
+        /// Regenerate everything, overwriting edited files and existing data.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serve the mesh over Arrow Flight SQL.
+    ///
+    /// Prints `meshql listening on grpc://HOST:PORT` once it accepts connections and stops
+    /// cleanly on Ctrl-C or SIGTERM.
+    Serve {
+        /// The mesh configuration (meshql.toml).
+        #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default: the config's server.bind, else 127.0.0.1:50051).
+        /// Port 0 picks a free port.
+        #[arg(long, value_name = "HOST:PORT")]
+        bind: Option<String>,
+        /// Serve the demo mesh, creating it first in --demo-dir if it is missing.
+        #[arg(long)]
+        demo: bool,
+        /// Where the demo mesh lives with --demo.
+        #[arg(long, default_value = "demo-mesh", requires = "demo")]
+        demo_dir: PathBuf,
+    },
+    /// Run one SQL query in-process, with the same catalog and access rules as the server.
+    Query {
+        /// The mesh configuration (meshql.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// The user to run the query as (a user of the configuration).
+        #[arg(long)]
+        user: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+        /// The SQL query, e.g. "SELECT * FROM sales.orders LIMIT 5".
+        sql: String,
+    },
+    /// Inspect and validate the catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Validate the configuration and every product manifest; exit 1 on any problem.
+    ///
+    /// Every problem is reported with its file and field. With --data, each product's files
+    /// are also checked against its contract.
+    Lint {
+        /// The mesh configuration (meshql.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Also read each product's data and check it against the contract.
+        #[arg(long)]
+        data: bool,
+    },
+    /// Hash a password (read from standard input) for a user's `password_hash`.
+    HashPassword,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+    Arrow,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,datafusion=warn,deltalake=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Demo { dir, scale, force } => {
+            demo(&dir, scale, force).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            config,
+            bind,
+            demo: use_demo,
+            demo_dir,
+        } => {
+            let config = match config {
+                Some(c) => c,
+                None => {
+                    debug_assert!(use_demo);
+                    let config = demo_dir.join("meshql.toml");
+                    if !config.exists() {
+                        demo(&demo_dir, 1, false).await?;
+                    }
+                    config
+                }
+            };
+            serve(&config, bind).await.map(|_| ExitCode::SUCCESS)
+        }
+        Command::Query {
+            config,
+            user,
+            format,
+            sql,
+        } => query(&config, &user, format, &sql).await,
+        Command::Catalog {
+            command: CatalogCommand::Lint { config, data },
+        } => lint(&config, data).await,
+        Command::Catalog {
+            command: CatalogCommand::HashPassword,
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| format!("reading the password: {e}"))?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let mut salt = [0u8; 16];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+            let hash = meshql_catalog::hash_password(password, &salt).map_err(|e| e.to_string())?;
+            println!("{hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn demo(dir: &Path, scale: u32, force: bool) -> Result<(), String> {
+    eprintln!("writing the demo mesh to {}", dir.display());
+    let opts = DemoOptions {
+        dir: dir.to_path_buf(),
+        scale,
+        force,
+    };
+    let mut progress = |line: &str| eprintln!("  {line}");
+    let report = write_demo(&opts, &mut progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    for p in &report.kept_edits {
+        eprintln!(
+            "  kept {} (it differs from the demo default; --force overwrites it)",
+            p.display()
+        );
+    }
+    if !report.existing_data.is_empty() {
+        eprintln!(
+            "  kept existing data of {}",
+            report.existing_data.join(", ")
+        );
+    }
+    eprintln!("demo mesh ready: {}", report.config.display());
+    eprintln!(
+        "serve it with: meshql serve --config {}",
+        report.config.display()
+    );
+    Ok(())
+}
+
+fn load(config: &Path) -> Result<Mesh, String> {
+    Mesh::load(config).map_err(|e| match e {
+        CatalogError::Invalid(_) => format!("{e}"),
+        other => format!("cannot load {}: {other}", config.display()),
+    })
+}
+
+async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
+    let mesh = load(config)?;
+    if mesh.config.server.demo_credentials {
+        tracing::warn!("this mesh uses the DEMO CREDENTIALS (password = user name); never expose it beyond this machine");
+    }
+    let addr = bind.unwrap_or_else(|| mesh.config.server.bind.clone());
+    let products = mesh.products().count();
+    let domains = mesh.domains.len();
+    let engine = MeshEngine::try_new(mesh).map_err(|e| e.to_string())?;
+    let listener = meshql_flight_server::bind(&addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = meshql_flight_server::local_addr(&listener).map_err(|e| e.to_string())?;
+    tracing::info!(domains, products, addr = %local, "serving the mesh");
+    println!("meshql listening on grpc://{local}");
+    let _ = std::io::stdout().flush();
+    meshql_flight_server::serve(engine, listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn query(
+    config: &Path,
+    user: &str,
+    format: OutputFormat,
+    sql: &str,
+) -> Result<ExitCode, String> {
+    let mesh = load(config)?;
+    let user_config = mesh
+        .config
+        .user(user)
+        .ok_or_else(|| format!("unknown user `{user}` (not in {})", config.display()))?;
+    let principal = Principal::from_user(user_config);
+    let engine = MeshEngine::try_new(mesh).map_err(|e| e.to_string())?;
+    let session = engine.session(principal).map_err(|e| e.to_string())?;
+    let (schema, mut stream) = session.sql(sql).await.map_err(|e| e.to_string())?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io = |e: std::io::Error| format!("writing output: {e}");
+    let arrow_err = |e: arrow::error::ArrowError| format!("writing output: {e}");
+    match format {
+        OutputFormat::Table => {
+            let mut batches = Vec::new();
+            while let Some(b) = stream.next().await {
+                batches.push(b.map_err(|e| e.to_string())?);
+            }
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if batches.is_empty() {
+                batches.push(arrow::array::RecordBatch::new_empty(schema));
+            }
+            let table = arrow::util::pretty::pretty_format_batches(&batches).map_err(arrow_err)?;
+            writeln!(out, "{table}").map_err(io)?;
+            writeln!(out, "{rows} row(s)").map_err(io)?;
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            while let Some(b) = stream.next().await {
+                w.write(&b.map_err(|e| e.to_string())?).map_err(arrow_err)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
+            while let Some(b) = stream.next().await {
+                w.write(&b.map_err(|e| e.to_string())?).map_err(arrow_err)?;
+            }
+            w.finish().map_err(arrow_err)?;
+        }
+        OutputFormat::Arrow => {
+            let mut w =
+                arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(arrow_err)?;
+            while let Some(b) = stream.next().await {
+                w.write(&b.map_err(|e| e.to_string())?).map_err(arrow_err)?;
+            }
+            w.finish().map_err(arrow_err)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lint(config: &Path, data: bool) -> Result<ExitCode, String> {
+    let mesh = match Mesh::load(config) {
+        Ok(m) => m,
+        Err(CatalogError::Invalid(problems)) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            println!("{} problem(s) found", problems.len());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(format!("cannot load {}: {e}", config.display())),
+    };
+    let products = mesh.products().count();
+    let mut problems = 0;
+    if data {
+        let files: std::collections::HashMap<String, PathBuf> = mesh
+            .products()
+            .map(|p| (p.qualified_name(), p.file.clone()))
+            .collect();
+        let engine = MeshEngine::try_new(mesh).map_err(|e| e.to_string())?;
+        for (product, message) in engine.check_data().await {
+            let file = files
+                .get(&product)
+                .map(|f| f.display().to_string())
+                .unwrap_or_default();
+            println!("{file}: data of `{product}`: {message}");
+            problems += 1;
+        }
+    }
+    if problems > 0 {
+        println!("{problems} problem(s) found");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "ok: {products} product(s){}",
+        if data {
+            ", data matches the contracts"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
