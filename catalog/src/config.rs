@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn env_overrides_win() {
-        let text = "[catalog]\ndir = \"c\"\n[server]\nbind = \"127.0.0.1:1\"\n";
+        let text = "[catalog]\ndir = \"c\"\n[server]\nbind = \"127.0.0.1:1\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n";
         let c = parse(
             text,
             vec![("MESHQL__SERVER__BIND", "0.0.0.0:9"), ("OTHER", "x")],

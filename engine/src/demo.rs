@@ -44,13 +44,41 @@ pub struct DemoReport {
     pub existing_data: Vec<String>,
 }
 
-/// Demo users: (name, groups, attributes). Password = name.
-pub const DEMO_USERS: &[(&str, &[&str], &[(&str, &str)])] = &[
-    ("admin", &["admin", "pii_reader"], &[]),
-    ("sales_analyst", &["sales", "analysts"], &[]),
-    ("eu_analyst", &["analysts"], &[("region", "EU")]),
-    ("shipping_ds", &["shipping", "data_science"], &[]),
-    ("guest", &[], &[]),
+/// A demo user. The password is the user name.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoUser {
+    pub name: &'static str,
+    pub groups: &'static [&'static str],
+    pub attributes: &'static [(&'static str, &'static str)],
+}
+
+/// The demo principals of SPEC §7.
+pub const DEMO_USERS: &[DemoUser] = &[
+    DemoUser {
+        name: "admin",
+        groups: &["admin", "pii_reader"],
+        attributes: &[],
+    },
+    DemoUser {
+        name: "sales_analyst",
+        groups: &["sales", "analysts"],
+        attributes: &[],
+    },
+    DemoUser {
+        name: "eu_analyst",
+        groups: &["analysts"],
+        attributes: &[("region", "EU")],
+    },
+    DemoUser {
+        name: "shipping_ds",
+        groups: &["shipping", "data_science"],
+        attributes: &[],
+    },
+    DemoUser {
+        name: "guest",
+        groups: &[],
+        attributes: &[],
+    },
 ];
 
 struct Col {
@@ -391,7 +419,12 @@ fn config_text() -> Result<String> {
              bucket = \"buckets/{name}\"\n"
         ));
     }
-    for (name, groups, attributes) in DEMO_USERS {
+    for DemoUser {
+        name,
+        groups,
+        attributes,
+    } in DEMO_USERS
+    {
         // A fixed salt keeps the generated file identical between runs (idempotence); these are
         // demo credentials and public anyway.
         let salt = format!("meshql-demo-salt-{name}");
@@ -624,7 +657,7 @@ const CAMPAIGNS: &[&str] = &["spring_sale", "black_friday", "webinar_q3", "partn
 impl DemoData {
     fn generate(scale: u32) -> Self {
         let s = scale as i64;
-        let mut rng = Rng(0x5EED_0F_3E5A);
+        let mut rng = Rng(0x005E_ED0F_3E5A);
         let n_customers = 1_000 * s;
         let n_orders = 5_000 * s;
         let n_skus = 200;
@@ -662,7 +695,7 @@ impl DemoData {
                         first.to_lowercase(),
                         last.to_lowercase()
                     ),
-                    country: *rng.pick(countries),
+                    country: countries[rng.below(countries.len() as u64) as usize],
                     region,
                     tier,
                     signup: BASE_DAYS - 1_000 + rng.below(1_000) as i32,

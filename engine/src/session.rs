@@ -85,7 +85,7 @@ impl MeshEngine {
             }
         }
         // Longest prefix first, so nested locations attribute to the most specific product.
-        locations.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+        locations.sort_by_key(|l| std::cmp::Reverse(l.1.len()));
         Ok(Self {
             inner: Arc::new(Inner {
                 mesh: Arc::new(mesh),

@@ -370,7 +370,7 @@ impl FlightSqlService for MeshFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.principal(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         Ok(Response::new(flight_info(
             &schema,
             query.as_any().encode_to_vec(),
