@@ -320,10 +320,11 @@ pub async fn write_demo(
     opts: &DemoOptions,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<DemoReport> {
-    let dir = &opts.dir;
     let io =
         |path: &Path, e: std::io::Error| EngineError::Internal(format!("{}: {e}", path.display()));
-    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    fs::create_dir_all(&opts.dir).map_err(|e| io(&opts.dir, e))?;
+    // Delta needs absolute URLs; a relative --dir is relative to the working directory.
+    let dir = &std::path::absolute(&opts.dir).map_err(|e| io(&opts.dir, e))?;
     let mut report = DemoReport {
         config: dir.join("meshql.toml"),
         ..Default::default()

@@ -80,7 +80,8 @@ impl MeshEngine {
                         Ok(path) => path.display().to_string(),
                         Err(()) => url.path().to_string(),
                     };
-                    locations.push((p.qualified_name(), loc));
+                    // Object store paths appear in errors without the leading slash.
+                    locations.push((p.qualified_name(), loc.trim_start_matches('/').to_string()));
                 }
             }
         }

@@ -300,3 +300,37 @@ async fn null_counts_match_between_formats() {
     let rb = query(&eb, sql).await.unwrap();
     assert_eq!(ra[0].column(0).to_data(), rb[0].column(0).to_data());
 }
+
+#[tokio::test]
+async fn corrupt_files_give_an_error_naming_the_product() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    // Truncate one Parquet file of a Parquet product and one data file of a Delta product.
+    let items = dir
+        .path()
+        .join("buckets/sales/order_items/order_items-001.parquet");
+    let bytes = std::fs::read(&items).unwrap();
+    std::fs::write(&items, &bytes[..bytes.len() / 2]).unwrap();
+    let err = query(&engine, "SELECT sum(quantity) FROM sales.order_items")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sales.order_items"), "{err}");
+    let leads = dir.path().join("buckets/marketing/leads");
+    let data_file = std::fs::read_dir(&leads)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    std::fs::write(&data_file, b"this is not parquet").unwrap();
+    let err = query(&engine, "SELECT count(campaign) FROM marketing.leads")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("marketing.leads"), "{err}");
+    // Nothing panicked and the engine keeps answering.
+    let n = single_i64(
+        &query(&engine, "SELECT count(*) FROM inventory.stock")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(n, 800);
+}

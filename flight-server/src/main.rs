@@ -132,7 +132,9 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,datafusion=warn,deltalake=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,datafusion=warn,deltalake=warn,buoyant_kernel=warn,delta_kernel=warn",
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

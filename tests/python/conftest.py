@@ -7,6 +7,7 @@ read from the single stdout line it prints once it accepts connections.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -173,14 +174,25 @@ def server(
     meshql_bin: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     config = demo_dir / "meshql.toml"
-    log_dir = tmp_path_factory.mktemp("server")
+    args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+    with running_server(meshql_bin, args, config, tmp_path_factory.mktemp("server")) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def running_server(
+    meshql_bin: Path, args: List[str], config: Path, log_dir: Path, cwd: Optional[Path] = None
+) -> Iterator[Server]:
+    """Runs `meshql ARGS`, waits for its listening line, and stops it with SIGTERM on exit,
+    failing the test if it does not exit cleanly."""
     stderr_path = log_dir / "stderr.log"
-    command = [str(meshql_bin), "serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+    command = [str(meshql_bin), *args]
     env = dict(os.environ, RUST_BACKTRACE="1")
 
     with open(stderr_path, "w") as stderr_file:
         process = subprocess.Popen(
             command,
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr_file,
