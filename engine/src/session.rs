@@ -171,6 +171,79 @@ pub struct PlannedQuery {
     pub schema: SchemaRef,
 }
 
+impl PlannedQuery {
+    /// The query's placeholders (`$1`, `$2`, ... in order) as a schema with one field per
+    /// placeholder, named after it. A placeholder whose type cannot be inferred from its use is
+    /// typed `Utf8`; values are cast to the inferred type when bound.
+    pub fn parameter_schema(&self) -> Result<SchemaRef> {
+        let fields = self
+            .plan
+            .get_parameter_fields()
+            .map_err(EngineError::from_datafusion)?;
+        let mut params: Vec<(String, Option<arrow::datatypes::FieldRef>)> =
+            fields.into_iter().collect();
+        params.sort_by_key(|(id, _)| placeholder_index(id));
+        let fields: Vec<arrow::datatypes::Field> = params
+            .into_iter()
+            .map(|(id, field)| {
+                let dt = field
+                    .map(|f| f.data_type().clone())
+                    .unwrap_or(arrow::datatypes::DataType::Utf8);
+                arrow::datatypes::Field::new(id, crate::output::output_type(&dt), true)
+            })
+            .collect();
+        Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+    }
+
+    /// Binds positional parameter values (for `$1`, `$2`, ...). Values are plain data, never
+    /// spliced into SQL text.
+    pub fn bind(&self, values: Vec<datafusion::scalar::ScalarValue>) -> Result<PlannedQuery> {
+        let expected = self.parameter_schema()?;
+        if values.len() != expected.fields().len() {
+            return Err(EngineError::Plan(format!(
+                "the statement has {} parameter(s) but {} value(s) were bound",
+                expected.fields().len(),
+                values.len()
+            )));
+        }
+        let types = self
+            .plan
+            .get_parameter_types()
+            .map_err(EngineError::from_datafusion)?;
+        let values = values
+            .into_iter()
+            .zip(expected.fields())
+            .map(|(v, f)| match types.get(f.name()).cloned().flatten() {
+                Some(dt) if v.data_type() != dt && !v.is_null() => v.cast_to(&dt).map_err(|e| {
+                    EngineError::Plan(format!(
+                        "parameter {} cannot be used as {dt}: {e}",
+                        f.name()
+                    ))
+                }),
+                Some(dt) if v.is_null() => datafusion::scalar::ScalarValue::try_from(&dt)
+                    .map_err(EngineError::from_datafusion),
+                _ => Ok(v),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let plan = self
+            .plan
+            .clone()
+            .with_param_values(values)
+            .map_err(EngineError::from_datafusion)?;
+        Ok(PlannedQuery {
+            schema: Arc::clone(&self.schema),
+            plan,
+        })
+    }
+}
+
+fn placeholder_index(id: &str) -> (usize, String) {
+    (
+        id.trim_start_matches('$').parse().unwrap_or(usize::MAX),
+        id.to_string(),
+    )
+}
+
 /// One principal's view of the mesh, for one request.
 pub struct QuerySession {
     engine: MeshEngine,

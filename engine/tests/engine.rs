@@ -334,3 +334,48 @@ async fn corrupt_files_give_an_error_naming_the_product() {
     );
     assert_eq!(n, 800);
 }
+
+#[tokio::test]
+async fn parameters_are_bound_as_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let session = engine.session(Principal::new("admin")).unwrap();
+    let q = session
+        .plan_sql("SELECT count(*) FROM customers.customers WHERE region = $1 AND customer_id > $2")
+        .await
+        .unwrap();
+    let params = q.parameter_schema().unwrap();
+    let names: Vec<_> = params.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["$1", "$2"]);
+    assert_eq!(params.field(0).data_type(), &DataType::Utf8);
+    assert_eq!(params.field(1).data_type(), &DataType::Int64);
+    use datafusion::scalar::ScalarValue;
+    // An injection attempt is just a string that matches nothing.
+    let evil = q
+        .bind(vec![
+            ScalarValue::from("EU' OR '1'='1"),
+            ScalarValue::Int64(Some(0)),
+        ])
+        .unwrap();
+    let batches: Vec<RecordBatch> = session
+        .execute(evil)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(single_i64(&batches), 0);
+    // Int32 for an Int64 parameter is cast.
+    let eu = q
+        .bind(vec![ScalarValue::from("EU"), ScalarValue::Int32(Some(0))])
+        .unwrap();
+    let batches: Vec<RecordBatch> = session
+        .execute(eu)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(single_i64(&batches) > 100);
+    assert!(q.bind(vec![ScalarValue::from("EU")]).is_err());
+}
