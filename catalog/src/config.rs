@@ -15,6 +15,9 @@ use crate::manifest::{is_identifier, Fields};
 /// Prefix of environment variables that override configuration settings.
 pub const ENV_PREFIX: &str = "MESHQL__";
 
+/// Default limit of one gRPC message (16 MiB, what ADBC and JDBC use).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Default address `meshql serve` binds.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 
@@ -42,6 +45,20 @@ pub struct ServerConfig {
     pub token_ttl_secs: u64,
     /// When true the server warns at start that demo credentials are in use.
     pub demo_credentials: bool,
+    /// Largest gRPC message accepted or sent, in bytes (default 16 MiB).
+    pub max_message_bytes: usize,
+    /// TLS for the Flight SQL endpoint; plaintext when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: certificate and key (PEM files, relative to the configuration file), and an
+/// optional client CA that turns on mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// One `[[domains]]` entry: a business domain and its bucket.
@@ -88,20 +105,45 @@ impl MeshConfig {
         let server = match f.table("server") {
             Some(t) => {
                 let mut s = Fields::new(file, "server", t, &problems);
-                s.known(&["bind", "token_ttl", "demo_credentials"]);
+                s.known(&[
+                    "bind",
+                    "token_ttl",
+                    "demo_credentials",
+                    "max_message_bytes",
+                    "tls",
+                ]);
                 let bind = s.string("bind").unwrap_or_else(|| DEFAULT_BIND.to_string());
                 let token_ttl_secs = s.duration_secs("token_ttl").unwrap_or(12 * 3600);
                 let demo_credentials = s.bool("demo_credentials").unwrap_or(false);
+                let max_message_bytes = s
+                    .positive_int("max_message_bytes")
+                    .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+                let tls = s.table("tls").and_then(|t| {
+                    let mut tls = Fields::new(file, "server.tls", t, &problems);
+                    tls.known(&["cert", "key", "client_ca"]);
+                    let cert = tls.required_string("cert").map(|p| base_dir.join(p));
+                    let key = tls.required_string("key").map(|p| base_dir.join(p));
+                    let client_ca = tls.string("client_ca").map(|p| base_dir.join(p));
+                    Some(TlsConfig {
+                        cert: cert?,
+                        key: key?,
+                        client_ca,
+                    })
+                });
                 ServerConfig {
                     bind,
                     token_ttl_secs,
                     demo_credentials,
+                    max_message_bytes,
+                    tls,
                 }
             }
             None => ServerConfig {
                 bind: DEFAULT_BIND.to_string(),
                 token_ttl_secs: 12 * 3600,
                 demo_credentials: false,
+                max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+                tls: None,
             },
         };
 

@@ -12,7 +12,10 @@ mod mesh;
 mod principal;
 mod types;
 
-pub use config::{DomainConfig, MeshConfig, ServerConfig, UserConfig, DEFAULT_BIND, ENV_PREFIX};
+pub use config::{
+    DomainConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig, DEFAULT_BIND,
+    DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
+};
 pub use error::{CatalogError, Problem, Result};
 pub use manifest::{ColumnSpec, Format, ProductManifest, Sla};
 pub use mesh::{Domain, Mesh, Product};

@@ -379,6 +379,16 @@ impl<'a> Fields<'a> {
         }
     }
 
+    pub(crate) fn positive_int(&self, key: &str) -> Option<usize> {
+        match self.table.get(key)? {
+            toml::Value::Integer(i) if *i > 0 => Some(*i as usize),
+            other => {
+                self.problem(key, format!("expected a positive integer, found {other}"));
+                None
+            }
+        }
+    }
+
     pub(crate) fn string_list(&self, key: &str) -> Option<Vec<String>> {
         match self.table.get(key)? {
             toml::Value::Array(items) => {

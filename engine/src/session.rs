@@ -260,9 +260,16 @@ pub struct TableInfo {
     pub name: String,
     /// `TABLE` for products, `SYSTEM TABLE` for `meshql.*`.
     pub table_type: &'static str,
-    /// Client-facing schema.
+    /// Client-facing schema: the columns this principal can see, masked ones included.
     pub arrow_schema: SchemaRef,
     pub description: String,
+    /// Owner and contract version (empty for system tables).
+    pub owner: String,
+    pub version: String,
+    /// Primary key columns in key order (only visible ones).
+    pub primary_key: Vec<String>,
+    /// The contract's description of each column of `arrow_schema`, in the same order.
+    pub column_descriptions: Vec<String>,
 }
 
 impl std::fmt::Debug for QuerySession {
@@ -329,6 +336,21 @@ impl QuerySession {
                 table_type: "TABLE",
                 arrow_schema: output_schema(&contract_schema(&p.manifest)),
                 description: p.manifest.description.clone(),
+                owner: p.manifest.owner.clone(),
+                version: p.manifest.version.clone(),
+                primary_key: p
+                    .manifest
+                    .columns
+                    .iter()
+                    .filter(|c| c.primary_key)
+                    .map(|c| c.name.clone())
+                    .collect(),
+                column_descriptions: p
+                    .manifest
+                    .columns
+                    .iter()
+                    .map(|c| c.description.clone())
+                    .collect(),
             });
         }
         for name in self.system.table_names() {
@@ -336,10 +358,14 @@ impl QuerySession {
                 out.push(TableInfo {
                     catalog: MESH_CATALOG.to_string(),
                     schema: SYSTEM_SCHEMA.to_string(),
-                    name,
+                    name: name.clone(),
                     table_type: "SYSTEM TABLE",
+                    column_descriptions: vec![String::new(); t.schema().fields().len()],
                     arrow_schema: output_schema(&t.schema()),
-                    description: String::new(),
+                    description: format!("meshql system table: the catalog's {name}"),
+                    owner: String::new(),
+                    version: String::new(),
+                    primary_key: Vec::new(),
                 });
             }
         }
