@@ -9,6 +9,7 @@ mod config;
 mod error;
 mod manifest;
 mod mesh;
+mod policy;
 mod principal;
 mod types;
 
@@ -18,6 +19,10 @@ pub use config::{
 };
 pub use error::{CatalogError, Problem, Result};
 pub use manifest::{ColumnSpec, Format, ProductManifest, Sla};
-pub use mesh::{Domain, Mesh, Product};
+pub use mesh::{Domain, Mesh, Product, GLOBAL_POLICY_DIR, POLICY_FILE};
+pub use policy::{
+    substitute, ColumnAccess, Grant, Mask, MaskTarget, Policies, PolicySet, ProductAccess,
+    RowFilter, Selector,
+};
 pub use principal::{hash_password, verify_password, Principal};
 pub use types::ColumnType;

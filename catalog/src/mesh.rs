@@ -9,12 +9,20 @@ use std::path::{Path, PathBuf};
 use crate::config::{DomainConfig, MeshConfig};
 use crate::error::{CatalogError, Problem, Result};
 use crate::manifest::ProductManifest;
+use crate::policy::{parse_policy_file, Policies, ProductAccess};
+use crate::principal::Principal;
+
+/// Folder (inside `catalog.dir`) of the platform's global policies.
+pub const GLOBAL_POLICY_DIR: &str = "_global";
+/// File name of a policy file, in `_global/` or a domain's folder.
+pub const POLICY_FILE: &str = "policies.toml";
 
 /// A loaded, validated mesh.
 #[derive(Debug, Clone)]
 pub struct Mesh {
     pub config: MeshConfig,
     pub domains: Vec<Domain>,
+    pub policies: Policies,
 }
 
 /// A domain with its products.
@@ -88,7 +96,7 @@ impl Mesh {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if config.domain(name).is_none() {
+            if name != GLOBAL_POLICY_DIR && config.domain(name).is_none() {
                 problems.borrow_mut().push(Problem::new(
                     folder,
                     "",
@@ -172,12 +180,29 @@ impl Mesh {
                 products,
             });
         }
+        let policies = load_policies(&config, &domains, &problems);
         let problems = problems.into_inner();
         if problems.is_empty() {
-            Ok(Mesh { config, domains })
+            Ok(Mesh {
+                config,
+                domains,
+                policies,
+            })
         } else {
             Err(CatalogError::Invalid(problems))
         }
+    }
+
+    /// What `principal` may read of `domain.product`; None when it may not see it (or it
+    /// does not exist).
+    pub fn access(
+        &self,
+        principal: &Principal,
+        domain: &str,
+        product: &str,
+    ) -> Option<ProductAccess<'_>> {
+        let p = self.product(domain, product)?;
+        self.policies.access(principal, &p.manifest)
     }
 
     pub fn domain(&self, name: &str) -> Option<&Domain> {
@@ -193,4 +218,43 @@ impl Mesh {
     pub fn products(&self) -> impl Iterator<Item = &Product> {
         self.domains.iter().flat_map(|d| d.products.iter())
     }
+}
+
+fn load_policies(
+    config: &MeshConfig,
+    domains: &[Domain],
+    problems: &RefCell<Vec<Problem>>,
+) -> Policies {
+    let known: Vec<&str> = domains.iter().map(|d| d.name()).collect();
+    let read = |file: &Path| -> Option<String> {
+        match std::fs::read_to_string(file) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                problems.borrow_mut().push(Problem::new(
+                    file,
+                    "",
+                    format!("cannot read file: {e}"),
+                ));
+                None
+            }
+        }
+    };
+    let global_file = config.catalog_dir.join(GLOBAL_POLICY_DIR).join(POLICY_FILE);
+    let global = read(&global_file)
+        .map(|text| parse_policy_file(&global_file, &text, None, &[], &known, problems))
+        .unwrap_or_default();
+    let mut out = Policies {
+        global,
+        domains: Vec::new(),
+    };
+    for d in domains {
+        let file = config.catalog_dir.join(d.name()).join(POLICY_FILE);
+        if let Some(text) = read(&file) {
+            let manifests: Vec<&ProductManifest> = d.products.iter().map(|p| &p.manifest).collect();
+            let set = parse_policy_file(&file, &text, Some(d.name()), &manifests, &known, problems);
+            out.domains.push((d.name().to_string(), set));
+        }
+    }
+    out
 }

@@ -52,6 +52,82 @@ pub struct DemoUser {
     pub attributes: &'static [(&'static str, &'static str)],
 }
 
+/// The demo policies: `(folder inside catalog/, policies.toml)`. Together with domain
+/// membership (a principal in group `sales` reads all of `sales`) they give every demo user
+/// exactly the access of SPEC §7.
+const DEMO_POLICIES: &[(&str, &str)] = &[
+    (
+        "_global",
+        r#"# Platform-wide policies. No domain can weaken them.
+
+# Administrators read every product of every domain.
+[[grants]]
+to = ["group:admin"]
+domains = ["*"]
+products = ["*"]
+
+# Columns classified `pii` are masked unless the reader holds role `pii_reader`.
+[[masks]]
+name = "mask_pii"
+classification = "pii"
+unless = ["group:pii_reader"]
+expression = "'***'"
+"#,
+    ),
+    (
+        "sales",
+        r#"# Policies of the sales domain. Members of group `sales` read all of it.
+
+# The shipping team plans shipments from orders and their lines.
+[[grants]]
+to = ["group:shipping"]
+products = ["orders", "order_items"]
+
+# Regional analysts read orders of their own region only.
+[[grants]]
+to = ["group:regional_analysts"]
+products = ["orders"]
+
+[[row_filters]]
+name = "orders_own_region"
+product = "orders"
+applies_to = ["group:regional_analysts"]
+predicate = "region = ${principal.region}"
+"#,
+    ),
+    (
+        "customers",
+        r#"# Policies of the customers domain.
+
+# Sales works with customers (emails stay masked by the platform's PII policy).
+[[grants]]
+to = ["group:sales"]
+products = ["customers"]
+
+# Regional analysts read customers of their own region only.
+[[grants]]
+to = ["group:regional_analysts"]
+products = ["customers"]
+
+[[row_filters]]
+name = "customers_own_region"
+product = "customers"
+applies_to = ["group:regional_analysts"]
+predicate = "region = ${principal.region}"
+"#,
+    ),
+    (
+        "shipping",
+        r#"# Policies of the shipping domain. Members of group `shipping` read all of it.
+
+# Sales follows up on shipments of its orders.
+[[grants]]
+to = ["group:sales"]
+products = ["shipments"]
+"#,
+    ),
+];
+
 /// The demo principals of SPEC §7.
 pub const DEMO_USERS: &[DemoUser] = &[
     DemoUser {
@@ -66,7 +142,7 @@ pub const DEMO_USERS: &[DemoUser] = &[
     },
     DemoUser {
         name: "eu_analyst",
-        groups: &["analysts"],
+        groups: &["regional_analysts"],
         attributes: &[("region", "EU")],
     },
     DemoUser {
@@ -343,6 +419,13 @@ pub async fn write_demo(
             .join("products")
             .join(format!("{}.toml", p.name));
         write_text(&path, &manifest_text(p), opts.force, &mut report)?;
+    }
+    for (folder, text) in DEMO_POLICIES {
+        let path = dir
+            .join("catalog")
+            .join(folder)
+            .join(meshql_catalog::POLICY_FILE);
+        write_text(&path, text, opts.force, &mut report)?;
     }
 
     let data = DemoData::generate(opts.scale.max(1));

@@ -24,6 +24,9 @@ pub enum EngineError {
     /// The statement is outside meshql's read-only SQL surface.
     #[error("{0}")]
     ReadOnly(String),
+    /// The principal may see the product but a policy on it cannot be applied (fail closed).
+    #[error("access to product `{product}` is denied: {reason}")]
+    AccessDenied { product: String, reason: String },
     /// The SQL is invalid or refers to something that does not exist.
     #[error("{0}")]
     Plan(String),
@@ -49,7 +52,8 @@ impl EngineError {
             },
             DataFusionError::Context(ctx, inner) => match EngineError::from_datafusion(*inner) {
                 e @ (EngineError::ProductUnavailable { .. }
-                | EngineError::ContractViolation { .. }) => e,
+                | EngineError::ContractViolation { .. }
+                | EngineError::AccessDenied { .. }) => e,
                 other => EngineError::Execution(format!("{ctx}: {other}")),
             },
             DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
@@ -77,7 +81,10 @@ impl EngineError {
     /// its storage; these are logged at info, the rest at warn.
     pub fn is_user_error(&self) -> bool {
         match self {
-            EngineError::ReadOnly(_) | EngineError::Plan(_) | EngineError::Execution(_) => true,
+            EngineError::ReadOnly(_)
+            | EngineError::Plan(_)
+            | EngineError::Execution(_)
+            | EngineError::AccessDenied { .. } => true,
             EngineError::Catalog(_)
             | EngineError::ProductUnavailable { .. }
             | EngineError::ContractViolation { .. }

@@ -9,6 +9,8 @@ mod contract;
 pub mod demo;
 mod error;
 pub mod output;
+mod policy;
+mod policy_exec;
 mod product;
 mod provider;
 mod session;
@@ -16,6 +18,7 @@ mod system;
 
 pub use contract::{arrow_type, contract_schema};
 pub use error::{EngineError, Result};
+pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
 pub use session::{BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, TableInfo};
 pub use system::SYSTEM_SCHEMA;

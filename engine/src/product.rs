@@ -6,7 +6,6 @@
 //! a [`ProductTable`]: a projection onto the contract columns (with casts where the physical
 //! type is a compatible variant), which the planner inlines at the table reference.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,7 +21,9 @@ use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{cast, col, Expr, LogicalPlan, LogicalPlanBuilder, TableType};
+use datafusion::logical_expr::{
+    cast, col, Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType,
+};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use meshql_catalog::{Domain, Format, Product};
@@ -31,6 +32,8 @@ use url::Url;
 
 use crate::contract::bind_columns;
 use crate::error::{EngineError, Result};
+use crate::policy::SecuredView;
+use crate::policy_exec::PolicyExec;
 
 /// Where a product's data lives.
 pub(crate) fn product_url(domain: &Domain, product: &Product) -> Result<Url> {
@@ -44,24 +47,40 @@ pub(crate) fn product_url(domain: &Domain, product: &Product) -> Result<Url> {
         })
 }
 
-/// Resolves a product into its contract-shaped table.
+/// A product resolved to its contract plan: the raw scan projected (and cast) onto the contract
+/// columns.
+#[derive(Debug)]
+pub(crate) struct ResolvedProduct {
+    pub(crate) plan: LogicalPlan,
+    /// The Delta table version read, for Delta products.
+    pub(crate) delta_version: Option<i64>,
+}
+
+/// Resolves a product into its contract plan.
 pub(crate) async fn resolve_product(
     runtime: &Arc<RuntimeEnv>,
     config: &SessionConfig,
     domain: &Domain,
     product: &Product,
-) -> Result<Arc<dyn TableProvider>> {
+) -> Result<ResolvedProduct> {
     let name = product.qualified_name();
     let url = product_url(domain, product)?;
     let unavailable = |message: String| EngineError::ProductUnavailable {
         product: name.clone(),
         message,
     };
-    let raw: Arc<dyn TableProvider> = match product.manifest.format {
-        Format::Parquet => resolve_parquet(runtime, config, &url)
-            .await
-            .map_err(unavailable)?,
-        Format::Delta => resolve_delta(runtime, &url).await.map_err(unavailable)?,
+    let (raw, delta_version): (Arc<dyn TableProvider>, Option<i64>) = match product.manifest.format
+    {
+        Format::Parquet => (
+            resolve_parquet(runtime, config, &url)
+                .await
+                .map_err(unavailable)?,
+            None,
+        ),
+        Format::Delta => {
+            let (p, v) = resolve_delta(runtime, &url).await.map_err(unavailable)?;
+            (p, v)
+        }
     };
     let bindings = bind_columns(&product.manifest, raw.schema().as_ref()).map_err(|errors| {
         // Report the first mismatch as the error, and mention how many more there are.
@@ -100,7 +119,10 @@ pub(crate) async fn resolve_product(
         .map_err(|e| {
             EngineError::Internal(format!("building the contract projection of `{name}`: {e}"))
         })?;
-    Ok(Arc::new(ProductTable::new(plan)))
+    Ok(ResolvedProduct {
+        plan,
+        delta_version,
+    })
 }
 
 /// Checks a product's data against its contract without planning a query; used by
@@ -114,7 +136,7 @@ pub(crate) async fn check_product(
     let url = product_url(domain, product).map_err(|e| vec![e.to_string()])?;
     let raw = match product.manifest.format {
         Format::Parquet => resolve_parquet(runtime, config, &url).await,
-        Format::Delta => resolve_delta(runtime, &url).await,
+        Format::Delta => resolve_delta(runtime, &url).await.map(|(p, _)| p),
     }
     .map_err(|m| vec![format!("data unavailable: {m}")])?;
     bind_columns(&product.manifest, raw.schema().as_ref())
@@ -168,7 +190,7 @@ async fn resolve_parquet(
 async fn resolve_delta(
     runtime: &Arc<RuntimeEnv>,
     url: &Url,
-) -> std::result::Result<Arc<dyn TableProvider>, String> {
+) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), String> {
     let mut table_url = url.clone();
     if table_url.path().ends_with('/') {
         let p = table_url.path().trim_end_matches('/').to_string();
@@ -184,10 +206,12 @@ async fn resolve_delta(
     if runtime.object_store(&store_url).is_err() {
         runtime.register_object_store(store_url.as_ref(), log_store.root_object_store(None));
     }
-    table
+    let version = table.version().and_then(|v| i64::try_from(v).ok());
+    let provider = table
         .table_provider()
         .await
-        .map_err(|e| format!("cannot read Delta table at {url}: {e}"))
+        .map_err(|e| format!("cannot read Delta table at {url}: {e}"))?;
+    Ok((provider, version))
 }
 
 fn describe(e: &datafusion::error::DataFusionError) -> String {
@@ -197,18 +221,50 @@ fn describe(e: &datafusion::error::DataFusionError) -> String {
         .unwrap_or(s)
 }
 
-/// A product as a table: its contract projection over the raw data, inlined by the planner at
-/// every reference.
+/// A product as a table for one principal: its contract plan, plus the compiled policies when
+/// the principal's access is restricted.
+///
+/// Unrestricted reads are planned like any table (user filters pushed into the scan).
+/// Restricted reads put the row filter first and the masks in the projection, plan that inner
+/// query on its own, and hide it behind a [`PolicyExec`] barrier.
 #[derive(Debug)]
 pub(crate) struct ProductTable {
+    product: String,
     plan: LogicalPlan,
+    secured: Option<SecuredView>,
     schema: SchemaRef,
+    reads: Option<Arc<ReadLog>>,
 }
 
 impl ProductTable {
-    fn new(plan: LogicalPlan) -> Self {
-        let schema = Arc::new(plan.schema().as_arrow().clone());
-        Self { plan, schema }
+    pub(crate) fn try_new(
+        product: String,
+        plan: LogicalPlan,
+        secured: Option<SecuredView>,
+        reads: Option<Arc<ReadLog>>,
+    ) -> Result<Self> {
+        let schema = match &secured {
+            None => Arc::new(plan.schema().as_arrow().clone()),
+            Some(view) => {
+                let projected = LogicalPlanBuilder::from(plan.clone())
+                    .project(view.columns.clone())
+                    .and_then(|b| b.build())
+                    .map_err(|e| EngineError::AccessDenied {
+                        product: product.clone(),
+                        reason: format!(
+                            "a mask of this product is invalid ({e}); run `meshql catalog lint`"
+                        ),
+                    })?;
+                Arc::new(projected.schema().as_arrow().clone())
+            }
+        };
+        Ok(Self {
+            product,
+            plan,
+            secured,
+            schema,
+            reads,
+        })
     }
 }
 
@@ -222,8 +278,18 @@ impl TableProvider for ProductTable {
         TableType::Base
     }
 
-    fn get_logical_plan(&self) -> Option<Cow<'_, LogicalPlan>> {
-        Some(Cow::Borrowed(&self.plan))
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // User predicates never go below a policy; unrestricted reads take them as hints
+        // (they are re-applied above the scan).
+        let support = if self.secured.is_some() {
+            TableProviderFilterPushDown::Unsupported
+        } else {
+            TableProviderFilterPushDown::Inexact
+        };
+        Ok(vec![support; filters.len()])
     }
 
     async fn scan(
@@ -234,16 +300,93 @@ impl TableProvider for ProductTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let mut plan = LogicalPlanBuilder::from(self.plan.clone());
-        if let Some(filter) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
-            plan = plan.filter(filter)?;
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let projection = projection.unwrap_or(&all);
+        if let Some(reads) = &self.reads {
+            reads.columns_read(
+                &self.product,
+                projection
+                    .iter()
+                    .map(|i| self.schema.field(*i).name().clone()),
+            );
         }
-        if let Some(projection) = projection {
-            let fields = self.plan.schema().columns();
-            plan = plan.project(projection.iter().map(|i| Expr::Column(fields[*i].clone())))?;
+        match &self.secured {
+            None => {
+                if let Some(filter) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
+                    plan = plan.filter(filter)?;
+                }
+                let fields = self.plan.schema().columns();
+                plan = plan.project(projection.iter().map(|i| Expr::Column(fields[*i].clone())))?;
+                if let Some(limit) = limit {
+                    plan = plan.limit(0, Some(limit))?;
+                }
+                state.create_physical_plan(&plan.build()?).await
+            }
+            Some(view) => {
+                if let Some(filter) = &view.filter {
+                    plan = plan.filter(filter.clone())?;
+                }
+                plan = plan.project(projection.iter().map(|i| view.columns[*i].clone()))?;
+                if let Some(limit) = limit {
+                    plan = plan.limit(0, Some(limit))?;
+                }
+                let inner = state.create_physical_plan(&plan.build()?).await?;
+                Ok(Arc::new(PolicyExec::new(self.product.clone(), inner)))
+            }
         }
-        if let Some(limit) = limit {
-            plan = plan.limit(0, Some(limit))?;
+    }
+}
+
+/// What a query read, product by product, for its audit record.
+#[derive(Debug, Default)]
+pub(crate) struct ReadLog {
+    reads: std::sync::Mutex<Vec<ProductRead>>,
+}
+
+/// One product read by a query.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProductRead {
+    pub product: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<i64>,
+    pub columns: Vec<String>,
+    pub policies: Vec<String>,
+}
+
+impl ReadLog {
+    pub(crate) fn resolved(
+        &self,
+        product: &str,
+        delta_version: Option<i64>,
+        policies: Vec<String>,
+    ) {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        match reads.iter_mut().find(|r| r.product == product) {
+            Some(r) => {
+                r.delta_version = delta_version;
+                r.policies = policies;
+            }
+            None => reads.push(ProductRead {
+                product: product.to_string(),
+                delta_version,
+                columns: Vec::new(),
+                policies,
+            }),
         }
-        state.create_physical_plan(&plan.build()?).await
+    }
+
+    fn columns_read(&self, product: &str, columns: impl Iterator<Item = String>) {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = reads.iter_mut().find(|r| r.product == product) {
+            for c in columns {
+                if !r.columns.contains(&c) {
+                    r.columns.push(c);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<ProductRead> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -1,5 +1,6 @@
-//! The `mesh` catalog as DataFusion sees it: one schema per domain, one table per product,
-//! plus the `meshql` system schema. Built per query session, for that session's principal.
+//! The `mesh` catalog as DataFusion sees it, for one principal: one schema per domain in which
+//! it can see something, one table per visible product, plus the `meshql` system schema.
+//! A product the principal may not see is absent everywhere, exactly like a missing one.
 
 use std::sync::Arc;
 
@@ -7,14 +8,35 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::TableType;
 use datafusion::prelude::SessionConfig;
-use meshql_catalog::{Domain, Mesh};
+use meshql_catalog::{Domain, Mesh, Principal};
 
-use crate::product::resolve_product;
+use crate::policy::compile;
+use crate::product::{resolve_product, ProductTable, ReadLog};
 use crate::system::SYSTEM_SCHEMA;
 
 /// Name of the catalog holding the mesh.
 pub const MESH_CATALOG: &str = "mesh";
+
+/// What every schema of one session shares.
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    pub(crate) mesh: Arc<Mesh>,
+    pub(crate) runtime: Arc<RuntimeEnv>,
+    pub(crate) config: SessionConfig,
+    pub(crate) principal: Principal,
+    /// Used to parse policy expressions (functions, types); holds no mesh catalog.
+    pub(crate) state: SessionState,
+    pub(crate) reads: Arc<ReadLog>,
+}
+
+impl SessionShared {
+    fn visible(&self, domain: &str, product: &str) -> bool {
+        self.mesh.access(&self.principal, domain, product).is_some()
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct MeshCatalog {
@@ -23,20 +45,20 @@ pub(crate) struct MeshCatalog {
 }
 
 impl MeshCatalog {
-    pub(crate) fn new(
-        mesh: &Arc<Mesh>,
-        runtime: &Arc<RuntimeEnv>,
-        config: &SessionConfig,
-        system: Arc<dyn SchemaProvider>,
-    ) -> Self {
-        let domains = mesh
+    pub(crate) fn new(shared: Arc<SessionShared>, system: Arc<dyn SchemaProvider>) -> Self {
+        let domains = shared
+            .mesh
             .domains
             .iter()
+            .filter(|d| {
+                d.products
+                    .iter()
+                    .any(|p| shared.visible(d.name(), &p.manifest.name))
+            })
             .map(|d| {
                 Arc::new(DomainSchema {
                     domain: d.clone(),
-                    runtime: Arc::clone(runtime),
-                    config: config.clone(),
+                    shared: Arc::clone(&shared),
                 })
             })
             .collect();
@@ -76,12 +98,11 @@ impl CatalogProvider for MeshCatalog {
     }
 }
 
-/// A domain's products as a schema.
+/// A domain's visible products as a schema.
 #[derive(Debug)]
 pub(crate) struct DomainSchema {
     domain: Domain,
-    runtime: Arc<RuntimeEnv>,
-    config: SessionConfig,
+    shared: Arc<SessionShared>,
 }
 
 #[async_trait]
@@ -90,20 +111,56 @@ impl SchemaProvider for DomainSchema {
         self.domain
             .products
             .iter()
+            .filter(|p| self.shared.visible(self.domain.name(), &p.manifest.name))
             .map(|p| p.manifest.name.clone())
             .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let shared = &self.shared;
         let Some(product) = self.domain.product(name) else {
             return Ok(None);
         };
-        let table = resolve_product(&self.runtime, &self.config, &self.domain, product).await?;
-        Ok(Some(table))
+        let Some(access) = shared
+            .mesh
+            .policies
+            .access(&shared.principal, &product.manifest)
+        else {
+            return Ok(None);
+        };
+        let qualified = product.qualified_name();
+        let resolved =
+            resolve_product(&shared.runtime, &shared.config, &self.domain, product).await?;
+        let secured = if access.is_unrestricted(&product.manifest) {
+            None
+        } else {
+            Some(compile(
+                &shared.state,
+                &qualified,
+                resolved.plan.schema(),
+                &shared.principal,
+                &access,
+            )?)
+        };
+        shared
+            .reads
+            .resolved(&qualified, resolved.delta_version, access.policy_names());
+        let table = ProductTable::try_new(
+            qualified,
+            resolved.plan,
+            secured,
+            Some(Arc::clone(&shared.reads)),
+        )?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    async fn table_type(&self, name: &str) -> DfResult<Option<TableType>> {
+        // Answered from the catalog: listing tables never touches storage.
+        Ok(self.table_exist(name).then_some(TableType::Base))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.domain.product(name).is_some()
+        self.domain.product(name).is_some() && self.shared.visible(self.domain.name(), name)
     }
 
     fn register_table(

@@ -21,7 +21,8 @@ use crate::contract::contract_schema;
 use crate::error::{EngineError, Result};
 use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
-use crate::provider::{MeshCatalog, MESH_CATALOG};
+use crate::product::{ProductRead, ReadLog};
+use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
 use crate::system::{system_schema, SYSTEM_SCHEMA};
 use datafusion::catalog::SchemaProvider;
 
@@ -250,6 +251,7 @@ pub struct QuerySession {
     principal: Principal,
     ctx: SessionContext,
     system: Arc<dyn SchemaProvider>,
+    reads: Arc<ReadLog>,
 }
 
 /// A table as metadata calls (GetTables, JDBC `getColumns`) describe it, from the catalog alone.
@@ -292,33 +294,57 @@ impl QuerySession {
             .with_runtime_env(Arc::clone(&engine.inner.runtime))
             .with_default_features()
             .build();
+        let mesh = Arc::clone(&engine.inner.mesh);
+        let visible_columns = |domain: &str, product: &str| -> Option<Vec<String>> {
+            mesh.access(&principal, domain, product)
+                .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
+        };
+        let system = system_schema(&mesh, &visible_columns)?;
+        let reads = Arc::new(ReadLog::default());
+        let shared = Arc::new(SessionShared {
+            mesh: Arc::clone(&mesh),
+            runtime: Arc::clone(&engine.inner.runtime),
+            config,
+            principal: principal.clone(),
+            state: state.clone(),
+            reads: Arc::clone(&reads),
+        });
         let ctx = SessionContext::new_with_state(state);
-        // Access control arrives here: the visibility predicate decides per principal.
-        let visible = |_domain: &str, _product: &str| true;
-        let system = system_schema(&engine.inner.mesh, &visible)?;
-        let catalog = MeshCatalog::new(
-            &engine.inner.mesh,
-            &engine.inner.runtime,
-            &config,
-            Arc::clone(&system),
+        ctx.register_catalog(
+            MESH_CATALOG,
+            Arc::new(MeshCatalog::new(shared, Arc::clone(&system))),
         );
-        ctx.register_catalog(MESH_CATALOG, Arc::new(catalog));
         Ok(Self {
             engine,
             principal,
             ctx,
             system,
+            reads,
         })
     }
 
-    /// The schemas (domains, then `meshql`) this principal can see.
+    /// The products read so far by this session's queries, with Delta versions, columns and
+    /// the policies applied.
+    pub fn reads(&self) -> Vec<ProductRead> {
+        self.reads.snapshot()
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The schemas (domains with something visible, then `meshql`) this principal can see.
     pub fn schemas(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .engine
-            .inner
-            .mesh
+        let mesh = &self.engine.inner.mesh;
+        let mut out: Vec<String> = mesh
             .domains
             .iter()
+            .filter(|d| {
+                d.products.iter().any(|p| {
+                    mesh.access(&self.principal, d.name(), &p.manifest.name)
+                        .is_some()
+                })
+            })
             .map(|d| d.name().to_string())
             .collect();
         out.push(SYSTEM_SCHEMA.to_string());
@@ -328,29 +354,37 @@ impl QuerySession {
     /// Every table this principal can see, described from the catalog without touching storage.
     pub async fn tables(&self) -> Result<Vec<TableInfo>> {
         let mut out = Vec::new();
-        for p in self.engine.inner.mesh.products() {
+        let mesh = &self.engine.inner.mesh;
+        for p in mesh.products() {
+            let Some(access) = mesh.policies.access(&self.principal, &p.manifest) else {
+                continue;
+            };
+            // Denied columns are absent; masked ones keep their contract type.
+            let visible: Vec<&meshql_catalog::ColumnSpec> = access
+                .columns
+                .iter()
+                .filter_map(|(name, _)| p.manifest.column(name))
+                .collect();
+            let full = contract_schema(&p.manifest);
+            let fields: Vec<arrow::datatypes::Field> = visible
+                .iter()
+                .filter_map(|c| full.field_with_name(&c.name).ok().cloned())
+                .collect();
             out.push(TableInfo {
                 catalog: MESH_CATALOG.to_string(),
                 schema: p.manifest.domain.clone(),
                 name: p.manifest.name.clone(),
                 table_type: "TABLE",
-                arrow_schema: output_schema(&contract_schema(&p.manifest)),
+                arrow_schema: output_schema(&arrow::datatypes::Schema::new(fields)),
                 description: p.manifest.description.clone(),
                 owner: p.manifest.owner.clone(),
                 version: p.manifest.version.clone(),
-                primary_key: p
-                    .manifest
-                    .columns
+                primary_key: visible
                     .iter()
                     .filter(|c| c.primary_key)
                     .map(|c| c.name.clone())
                     .collect(),
-                column_descriptions: p
-                    .manifest
-                    .columns
-                    .iter()
-                    .map(|c| c.description.clone())
-                    .collect(),
+                column_descriptions: visible.iter().map(|c| c.description.clone()).collect(),
             });
         }
         for name in self.system.table_names() {
@@ -370,10 +404,6 @@ impl QuerySession {
             }
         }
         Ok(out)
-    }
-
-    pub fn principal(&self) -> &Principal {
-        &self.principal
     }
 
     /// Plans one SQL statement. Only queries (and EXPLAIN / SHOW of them) are accepted.

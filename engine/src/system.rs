@@ -31,11 +31,13 @@ fn s(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
-/// Builds the system schema for `mesh`, listing the products `visible` returns true for.
+/// Builds the system schema for `mesh`, listing the products and columns `visible_columns`
+/// returns (None: the product is invisible; Some(columns): its visible columns).
 pub(crate) fn system_schema(
     mesh: &Mesh,
-    visible: &dyn Fn(&str, &str) -> bool,
+    visible_columns: &dyn Fn(&str, &str) -> Option<Vec<String>>,
 ) -> Result<Arc<dyn SchemaProvider>> {
+    let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
     let schema = MemorySchemaProvider::new();
     let domains: Vec<_> = mesh
         .domains
@@ -111,10 +113,12 @@ pub(crate) fn system_schema(
     let cols: Vec<_> = products
         .iter()
         .flat_map(|p| {
+            let shown = visible_columns(&p.manifest.domain, &p.manifest.name).unwrap_or_default();
             p.manifest
                 .columns
                 .iter()
                 .enumerate()
+                .filter(move |(_, c)| shown.contains(&c.name))
                 .map(move |(i, c)| (*p, i, c))
         })
         .collect();

@@ -25,8 +25,21 @@ async fn engine(dir: &Path) -> MeshEngine {
     MeshEngine::try_new(Mesh::load(&config).expect("load mesh")).expect("engine")
 }
 
+/// The demo principal `user`, as configured.
+fn principal(engine: &MeshEngine, user: &str) -> Principal {
+    Principal::from_user(engine.mesh().config.user(user).expect("demo user"))
+}
+
 async fn query(engine: &MeshEngine, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
-    let session = engine.session(Principal::new("admin"))?;
+    query_as(engine, "admin", sql).await
+}
+
+async fn query_as(
+    engine: &MeshEngine,
+    user: &str,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, EngineError> {
+    let session = engine.session(principal(engine, user))?;
     let (_, stream) = session.sql(sql).await?;
     stream.try_collect().await
 }
@@ -339,7 +352,7 @@ async fn corrupt_files_give_an_error_naming_the_product() {
 async fn parameters_are_bound_as_values() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
-    let session = engine.session(Principal::new("admin")).unwrap();
+    let session = engine.session(principal(&engine, "admin")).unwrap();
     let q = session
         .plan_sql("SELECT count(*) FROM customers.customers WHERE region = $1 AND customer_id > $2")
         .await
@@ -378,4 +391,426 @@ async fn parameters_are_bound_as_values() {
         .unwrap();
     assert!(single_i64(&batches) > 100);
     assert!(q.bind(vec![ScalarValue::from("EU")]).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access control (SPEC §6, §7)
+
+fn strings(batches: &[RecordBatch], col: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let c = arrow::compute::cast(b.column(col), &DataType::Utf8).unwrap();
+        out.extend(
+            c.as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or("NULL").to_string()),
+        );
+    }
+    out
+}
+
+async fn visible_products(engine: &MeshEngine, user: &str) -> Vec<String> {
+    let session = engine.session(principal(engine, user)).unwrap();
+    let mut names: Vec<String> = session
+        .tables()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.table_type == "TABLE")
+        .map(|t| format!("{}.{}", t.schema, t.name))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn each_demo_principal_sees_exactly_its_products() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let all = [
+        "customers.customers",
+        "inventory.stock",
+        "marketing.leads",
+        "sales.order_items",
+        "sales.orders",
+        "shipping.shipments",
+    ];
+    let expected: &[(&str, &[&str])] = &[
+        ("admin", &all),
+        (
+            "sales_analyst",
+            &[
+                "customers.customers",
+                "sales.order_items",
+                "sales.orders",
+                "shipping.shipments",
+            ],
+        ),
+        ("eu_analyst", &["customers.customers", "sales.orders"]),
+        (
+            "shipping_ds",
+            &["sales.order_items", "sales.orders", "shipping.shipments"],
+        ),
+        ("guest", &[]),
+    ];
+    for (user, products) in expected {
+        assert_eq!(
+            visible_products(&engine, user).await,
+            products.to_vec(),
+            "{user}"
+        );
+        // SQL agrees with metadata: every visible product can be queried, every other one is
+        // "not found".
+        for p in all {
+            let r = query_as(&engine, user, &format!("SELECT * FROM {p} LIMIT 1")).await;
+            assert_eq!(
+                r.is_ok(),
+                products.contains(&p),
+                "{user} reading {p}: {r:?}"
+            );
+        }
+        // meshql.products and information_schema list the same products.
+        let b = query_as(
+            &engine,
+            user,
+            "SELECT domain || '.' || name FROM meshql.products ORDER BY 1",
+        )
+        .await
+        .unwrap();
+        assert_eq!(strings(&b, 0), products.to_vec(), "{user} meshql.products");
+        let b = query_as(
+            &engine,
+            user,
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables \
+             WHERE table_schema NOT IN ('information_schema', 'meshql') ORDER BY 1",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            strings(&b, 0),
+            products.to_vec(),
+            "{user} information_schema"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hidden_product_looks_exactly_like_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let hidden = query_as(&engine, "guest", "SELECT * FROM sales.orders")
+        .await
+        .unwrap_err();
+    let missing = query_as(&engine, "guest", "SELECT * FROM sales.no_such_thing")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hidden.to_string().replace("orders", "X"),
+        missing.to_string().replace("no_such_thing", "X")
+    );
+    assert_eq!(
+        std::mem::discriminant(&hidden),
+        std::mem::discriminant(&missing)
+    );
+    // Same for a partially visible domain: shipping_ds sees sales but not customers.
+    let hidden = query_as(&engine, "sales_analyst", "SELECT * FROM inventory.stock")
+        .await
+        .unwrap_err();
+    let missing = query_as(&engine, "sales_analyst", "SELECT * FROM nowhere.stock")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hidden.to_string().replace("inventory", "X"),
+        missing.to_string().replace("nowhere", "X")
+    );
+}
+
+#[tokio::test]
+async fn row_filters_hold_against_statistics_and_failing_predicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let eu = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM customers.customers WHERE region = 'EU'",
+        )
+        .await
+        .unwrap(),
+    );
+    let total = single_i64(
+        &query(&engine, "SELECT count(*) FROM customers.customers")
+            .await
+            .unwrap(),
+    );
+    assert!(eu > 0 && eu < total);
+    // The Parquet footer says `total`: the answer must not come from it.
+    let n = single_i64(
+        &query_as(
+            &engine,
+            "eu_analyst",
+            "SELECT count(*) FROM customers.customers",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(n, eu);
+    // A predicate that fails on hidden rows never sees them.
+    let b = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT count(*) FROM customers.customers WHERE 1 / (CASE WHEN region = 'EU' THEN 1 ELSE 0 END) = 1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(single_i64(&b), eu);
+    let b = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT DISTINCT region FROM sales.orders",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&b, 0), ["EU"]);
+    // A join of two filtered products stays within the filters.
+    let b = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT count(*) FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id WHERE c.region <> 'EU'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(single_i64(&b), 0);
+}
+
+#[tokio::test]
+async fn masks_apply_at_the_table_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let real = strings(
+        &query(
+            &engine,
+            "SELECT email FROM customers.customers ORDER BY customer_id LIMIT 1",
+        )
+        .await
+        .unwrap(),
+        0,
+    );
+    assert!(real[0].contains('@'));
+    let b = query_as(
+        &engine,
+        "sales_analyst",
+        "SELECT email FROM customers.customers LIMIT 5",
+    )
+    .await
+    .unwrap();
+    assert_eq!(b[0].schema().field(0).data_type(), &DataType::Utf8);
+    assert!(strings(&b, 0).iter().all(|e| e == "***"));
+    let b = query_as(
+        &engine,
+        "sales_analyst",
+        &format!(
+            "SELECT count(*) FROM customers.customers WHERE email = '{}'",
+            real[0]
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(single_i64(&b), 0);
+    let b = query_as(
+        &engine,
+        "sales_analyst",
+        "SELECT email, count(*) FROM customers.customers GROUP BY email",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&b, 0), ["***"]);
+    // Joins see masked values too.
+    let b = query_as(
+        &engine,
+        "sales_analyst",
+        "SELECT count(*) FROM customers.customers a JOIN customers.customers b ON a.email = b.email",
+    )
+    .await
+    .unwrap();
+    assert_eq!(single_i64(&b), 1000 * 1000);
+    // pii_reader sees the real value.
+    let admin = strings(
+        &query(
+            &engine,
+            "SELECT email FROM customers.customers ORDER BY customer_id LIMIT 1",
+        )
+        .await
+        .unwrap(),
+        0,
+    );
+    assert_eq!(admin, real);
+}
+
+#[tokio::test]
+async fn explain_does_not_reveal_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    for sql in [
+        "EXPLAIN SELECT name, email FROM customers.customers WHERE tier = 'gold'",
+        "EXPLAIN VERBOSE SELECT name, email FROM customers.customers WHERE tier = 'gold'",
+        "EXPLAIN ANALYZE SELECT name, email FROM customers.customers WHERE tier = 'gold'",
+    ] {
+        let b = query_as(&engine, "eu_analyst", sql).await.unwrap();
+        let text = strings(&b, 1).join("\n");
+        assert!(text.contains("customers"), "{text}");
+        for secret in ["EU", "***", "region ="] {
+            assert!(!text.contains(secret), "{sql} reveals `{secret}`:\n{text}");
+        }
+    }
+}
+
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from} not in {}", path.display());
+    std::fs::write(path, text.replace(from, to)).unwrap();
+}
+
+#[tokio::test]
+async fn a_row_filter_may_use_a_column_the_principal_cannot_select() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    // Regional analysts may read orders without the region column; the filter still uses it.
+    replace_in(
+        &dir.path().join("catalog/sales/policies.toml"),
+        "to = [\"group:regional_analysts\"]\nproducts = [\"orders\"]",
+        "to = [\"group:regional_analysts\"]\nproducts = [\"orders\"]\ncolumns = [\"order_id\", \"customer_id\", \"order_ts\", \"status\", \"total_amount\"]",
+    );
+    let engine = MeshEngine::try_new(Mesh::load(&dir.path().join("meshql.toml")).unwrap()).unwrap();
+    let eu = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM sales.orders WHERE region = 'EU'",
+        )
+        .await
+        .unwrap(),
+    );
+    let n = single_i64(
+        &query_as(&engine, "eu_analyst", "SELECT count(*) FROM sales.orders")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(n, eu);
+    let b = query_as(&engine, "eu_analyst", "SELECT * FROM sales.orders LIMIT 1")
+        .await
+        .unwrap();
+    let names: Vec<_> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "order_id",
+            "customer_id",
+            "order_ts",
+            "status",
+            "total_amount"
+        ]
+    );
+    let err = query_as(&engine, "eu_analyst", "SELECT region FROM sales.orders")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("region"), "{err}");
+    let session = engine.session(principal(&engine, "eu_analyst")).unwrap();
+    let orders = session
+        .tables()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "orders")
+        .unwrap();
+    assert!(orders.arrow_schema.field_with_name("region").is_err());
+}
+
+#[tokio::test]
+async fn a_malformed_policy_fails_closed_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    replace_in(
+        &dir.path().join("catalog/customers/policies.toml"),
+        "predicate = \"region = ${principal.region}\"",
+        "predicate = \"region = ${principal.region} OR secret_backdoor_column > 1\"",
+    );
+    let engine = MeshEngine::try_new(Mesh::load(&dir.path().join("meshql.toml")).unwrap()).unwrap();
+    let err = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT count(*) FROM customers.customers",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, EngineError::AccessDenied { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("customers.customers")
+            && !msg.contains("secret_backdoor_column")
+            && !msg.contains("region ="),
+        "{msg}"
+    );
+    // Principals the broken filter does not apply to are unaffected.
+    query_as(
+        &engine,
+        "sales_analyst",
+        "SELECT count(*) FROM customers.customers",
+    )
+    .await
+    .unwrap();
+    // Unsafe policies are rejected too: a subquery reading another product.
+    replace_in(
+        &dir.path().join("catalog/customers/policies.toml"),
+        "region = ${principal.region} OR secret_backdoor_column > 1",
+        "customer_id IN (SELECT customer_id FROM sales.orders)",
+    );
+    let engine = MeshEngine::try_new(Mesh::load(&dir.path().join("meshql.toml")).unwrap()).unwrap();
+    let err = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT count(*) FROM customers.customers",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, EngineError::AccessDenied { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn read_only_for_every_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    for user in ["admin", "sales_analyst", "guest"] {
+        for sql in [
+            "CREATE TABLE t AS SELECT 1",
+            "SET datafusion.execution.batch_size = 1",
+            "COPY (SELECT 1) TO '/tmp/x.csv'",
+        ] {
+            let err = query_as(&engine, user, sql).await.unwrap_err();
+            assert!(
+                matches!(err, EngineError::ReadOnly(_)),
+                "{user}: {sql}: {err:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reads_record_products_versions_columns_and_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let session = engine.session(principal(&engine, "eu_analyst")).unwrap();
+    let (_, stream) = session.sql("SELECT o.order_id, c.email FROM sales.orders o JOIN customers.customers c USING (customer_id)").await.unwrap();
+    let _: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    let mut reads = session.reads();
+    reads.sort_by(|a, b| a.product.cmp(&b.product));
+    assert_eq!(reads[0].product, "customers.customers");
+    assert_eq!(reads[0].policies, ["customers_own_region", "mask_pii"]);
+    assert!(reads[0].columns.contains(&"email".to_string()));
+    assert_eq!(reads[1].product, "sales.orders");
+    assert_eq!(reads[1].delta_version, Some(1));
+    assert_eq!(reads[1].policies, ["orders_own_region"]);
 }

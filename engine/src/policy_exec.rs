@@ -1,0 +1,86 @@
+//! `PolicyExec`: the physical barrier around a product read under policies.
+//!
+//! It wraps the product's already-optimized inner plan (scan → row filter → masks) as a leaf:
+//! optimizer rules outside cannot push user predicates (or join dynamic filters) into it, so a
+//! user expression never sees a row a policy hides; statistics are unknown, so answers such as
+//! `count(*)` cannot come from file metadata; and EXPLAIN shows only the product's name, never
+//! the policy predicates or mask expressions inside.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+
+#[derive(Debug)]
+pub(crate) struct PolicyExec {
+    product: String,
+    inner: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl PolicyExec {
+    pub(crate) fn new(product: String, inner: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::clone(inner.properties());
+        Self {
+            product,
+            inner,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for PolicyExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "MeshqlPolicyExec: product={} (access policies applied)",
+            self.product
+        )
+    }
+}
+
+impl ExecutionPlan for PolicyExec {
+    fn name(&self) -> &str {
+        "MeshqlPolicyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        // A leaf on purpose: nothing outside may rewrite or look into the secured plan.
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(Statistics::new_unknown(&self.schema())))
+    }
+}
