@@ -112,3 +112,101 @@ pub(crate) fn parse_safe(
         None => Ok(expr),
     }
 }
+
+/// Type-checks every row filter and mask of the mesh against the contracts (no data is read).
+/// Returns `(file, field, message)` for each problem.
+pub(crate) fn check_policies(
+    state: &SessionState,
+    mesh: &meshql_catalog::Mesh,
+) -> Vec<(std::path::PathBuf, String, String)> {
+    use meshql_catalog::MaskTarget;
+    let mut out = Vec::new();
+    // Attributes become NULL: enough to type-check, never a real value.
+    let nobody = Principal::new("lint");
+    let schema_of = |domain: &str, product: &str| -> Option<DFSchema> {
+        let p = mesh.product(domain, product)?;
+        DFSchema::try_from(crate::contract::contract_schema(&p.manifest)).ok()
+    };
+    for (domain, set) in &mesh.policies.domains {
+        for (i, f) in set.row_filters.iter().enumerate() {
+            let Some(schema) = schema_of(domain, &f.product) else {
+                continue;
+            };
+            let sql = substitute(&f.predicate, &nobody, None);
+            let field = format!("row_filters[{i}].predicate");
+            match parse_safe(state, &sql, &schema) {
+                Err(e) => out.push((f.file.clone(), field, e)),
+                Ok(expr) => match expr.get_type(&schema) {
+                    Ok(arrow::datatypes::DataType::Boolean | arrow::datatypes::DataType::Null) => {}
+                    Ok(dt) => out.push((
+                        f.file.clone(),
+                        field,
+                        format!("predicate is of type {dt}, not boolean"),
+                    )),
+                    Err(e) => out.push((f.file.clone(), field, e.to_string())),
+                },
+            }
+        }
+        for (i, m) in set.masks.iter().enumerate() {
+            if let MaskTarget::Column { product, column } = &m.target {
+                if let Some(schema) = schema_of(domain, product) {
+                    if let Some(problem) =
+                        check_mask(state, &schema, column, &m.expression, &nobody)
+                    {
+                        out.push((m.file.clone(), format!("masks[{i}].expression"), problem));
+                    }
+                }
+            }
+        }
+    }
+    for (i, m) in mesh.policies.global.masks.iter().enumerate() {
+        let MaskTarget::Classification(class) = &m.target else {
+            continue;
+        };
+        for p in mesh.products() {
+            for c in p
+                .manifest
+                .columns
+                .iter()
+                .filter(|c| c.classification.as_deref() == Some(class.as_str()))
+            {
+                let Some(schema) = schema_of(&p.manifest.domain, &p.manifest.name) else {
+                    continue;
+                };
+                if let Some(problem) = check_mask(state, &schema, &c.name, &m.expression, &nobody) {
+                    out.push((
+                        m.file.clone(),
+                        format!("masks[{i}].expression"),
+                        format!("on {}.{}: {problem}", p.qualified_name(), c.name),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_mask(
+    state: &SessionState,
+    schema: &DFSchema,
+    column: &str,
+    expression: &str,
+    nobody: &Principal,
+) -> Option<String> {
+    let target = schema
+        .field_with_unqualified_name(column)
+        .ok()?
+        .data_type()
+        .clone();
+    let sql = substitute(expression, nobody, Some(column));
+    match parse_safe(state, &sql, schema) {
+        Err(e) => Some(e),
+        Ok(expr) => match expr.get_type(schema) {
+            Ok(dt) if arrow::compute::can_cast_types(&dt, &target) => None,
+            Ok(dt) => Some(format!(
+                "mask is of type {dt}, which cannot become the column's type {target}"
+            )),
+            Err(e) => Some(e.to_string()),
+        },
+    }
+}

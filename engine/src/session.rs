@@ -127,6 +127,17 @@ impl MeshEngine {
         config
     }
 
+    /// Parses and type-checks every policy against the contracts; returns
+    /// `(file, field, problem)` for each invalid one. Reads no data.
+    pub fn check_policies(&self) -> Vec<(std::path::PathBuf, String, String)> {
+        let state = SessionStateBuilder::new()
+            .with_config(self.session_config("public"))
+            .with_runtime_env(Arc::clone(&self.inner.runtime))
+            .with_default_features()
+            .build();
+        crate::policy::check_policies(&state, &self.inner.mesh)
+    }
+
     /// Checks every product's data against its contract; returns `(product, problem)` pairs.
     pub async fn check_data(&self) -> Vec<(String, String)> {
         let config = self.session_config("public");

@@ -814,3 +814,43 @@ async fn reads_record_products_versions_columns_and_policies() {
     assert_eq!(reads[1].delta_version, Some(1));
     assert_eq!(reads[1].policies, ["orders_own_region"]);
 }
+
+#[tokio::test]
+async fn lint_type_checks_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    let load =
+        || MeshEngine::try_new(Mesh::load(&dir.path().join("meshql.toml")).unwrap()).unwrap();
+    assert_eq!(
+        load().check_policies(),
+        vec![],
+        "the demo policies are valid"
+    );
+    let policies = dir.path().join("catalog/customers/policies.toml");
+    let text = std::fs::read_to_string(&policies).unwrap();
+    std::fs::write(
+        &policies,
+        format!(
+            "{text}\n[[row_filters]]\nname = \"agg\"\nproduct = \"customers\"\npredicate = \"count(*) > 1\"\n\
+             \n[[row_filters]]\nname = \"not_bool\"\nproduct = \"customers\"\npredicate = \"customer_id + 1\"\n\
+             \n[[row_filters]]\nname = \"other_product\"\nproduct = \"customers\"\npredicate = \"order_id > 1\"\n\
+             \n[[masks]]\nname = \"bad_type\"\nproduct = \"customers\"\ncolumn = \"signup_date\"\nexpression = \"make_array(1, 2)\"\n"
+        ),
+    )
+    .unwrap();
+    let problems = load().check_policies();
+    let fields: Vec<&str> = problems.iter().map(|(_, f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "row_filters[1].predicate",
+            "row_filters[2].predicate",
+            "row_filters[3].predicate",
+            "masks[0].expression"
+        ],
+        "{problems:#?}"
+    );
+    assert!(problems[0].2.contains("aggregate"), "{problems:#?}");
+    assert!(problems[1].2.contains("not boolean"), "{problems:#?}");
+    assert!(problems.iter().all(|(f, _, _)| f == &policies));
+}

@@ -349,6 +349,11 @@ async fn lint(config: &Path, data: bool) -> Result<ExitCode, String> {
     };
     let products = mesh.products().count();
     let mut problems = 0;
+    let engine = MeshEngine::try_new(mesh.clone()).map_err(|e| e.to_string())?;
+    for (file, field, message) in engine.check_policies() {
+        println!("{}: {field}: {message}", file.display());
+        problems += 1;
+    }
     if data {
         let files: std::collections::HashMap<String, PathBuf> = mesh
             .products()
