@@ -3,14 +3,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use meshql_catalog::ServerConfig;
 use meshql_engine::MeshEngine;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::service::{flight_service, MeshFlightSqlService};
+use crate::get_schema::flight_service;
+use crate::service::MeshFlightSqlService;
+use crate::tls::server_tls_config;
 
 /// Default limit for one gRPC message in either direction (16 MiB, what ADBC uses).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest header list accepted: JDBC sends unknown URL options as headers.
+const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
 
 /// Errors of the server crate.
 #[derive(Debug, thiserror::Error)]
@@ -39,19 +45,41 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
         })
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` completes.
+/// Serves Flight SQL on `listener` until `shutdown` completes, with the mesh's `[server]`
+/// settings: TLS (and mutual TLS) from `[server.tls]`, message sizes from
+/// `max_message_bytes`.
 pub async fn serve(
     engine: MeshEngine,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let config = engine.mesh().config.server.clone();
     let service = MeshFlightSqlService::try_new(engine)
         .map_err(|s| ServerError::Setup(s.message().to_string()))?;
-    tonic::transport::Server::builder()
-        // Large enough for JDBC URL options sent as headers.
-        .http2_max_header_list_size(256 * 1024)
+    serve_service(service, &config, listener, shutdown).await
+}
+
+/// Serves an existing service (tests use this to observe it while it runs).
+pub async fn serve_service(
+    service: MeshFlightSqlService,
+    config: &ServerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let tls = server_tls_config(tls).map_err(ServerError::Setup)?;
+        builder = builder.tls_config(tls)?;
+    }
+    let max_message_bytes = if config.max_message_bytes == 0 {
+        DEFAULT_MAX_MESSAGE_BYTES
+    } else {
+        config.max_message_bytes
+    };
+    builder
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)
-        .add_service(flight_service(service, DEFAULT_MAX_MESSAGE_BYTES))
+        .add_service(flight_service(service, max_message_bytes))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 /// A meshql server over a fresh demo mesh, bound to 127.0.0.1:0.
 struct TestServer {
     addr: std::net::SocketAddr,
+    service: meshql_flight_server::MeshFlightSqlService,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -39,11 +40,14 @@ impl TestServer {
 
     async fn start_with(dir: tempfile::TempDir, config: &Path) -> Self {
         let engine = MeshEngine::try_new(Mesh::load(config).unwrap()).unwrap();
+        let server_config = engine.mesh().config.server.clone();
+        let service = meshql_flight_server::MeshFlightSqlService::try_new(engine).unwrap();
         let listener = meshql_flight_server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let serving = service.clone();
         let handle = tokio::spawn(async move {
-            meshql_flight_server::serve(engine, listener, async {
+            meshql_flight_server::serve_service(serving, &server_config, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -51,6 +55,7 @@ impl TestServer {
         });
         Self {
             addr,
+            service,
             stop: Some(stop),
             handle: Some(handle),
             _dir: dir,
@@ -292,5 +297,365 @@ async fn results_stream() {
     let mut other = server.login("admin").await;
     let b = sql(&mut other, "SELECT 41 + 1").await.unwrap();
     assert_eq!(rows(&b), 1);
+    server.stop().await;
+}
+
+/// The raw Flight client of `c` with its bearer token, for calls the Flight SQL client lacks.
+fn authorized<T>(c: &FlightSqlServiceClient<Channel>, message: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    let token = c.token().expect("logged in");
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+async fn wait_until_idle(server: &TestServer) {
+    // A bound, not a timing assertion: work must stop eventually, however slow the machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while server.service.active_queries() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server kept streaming a result nobody reads"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const HUGE: &str = "SELECT value, value * 2 AS twice FROM generate_series(1, 10000000000)";
+
+#[tokio::test]
+async fn client_disconnect_stops_the_query() {
+    let server = TestServer::start().await;
+    let mut c = server.login("admin").await;
+    let info = c.execute(HUGE.to_string(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    assert!(stream.try_next().await.unwrap().unwrap().num_rows() > 0);
+    assert_eq!(server.service.active_queries(), 1);
+    drop(stream);
+    drop(c);
+    wait_until_idle(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_flight_info_stops_the_query() {
+    let server = TestServer::start().await;
+    let mut c = server.login("admin").await;
+    let info = c.execute(HUGE.to_string(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    assert!(stream.try_next().await.unwrap().unwrap().num_rows() > 0);
+
+    let mut other = server.login("admin").await;
+    let action = arrow_flight::Action::new(
+        "CancelFlightInfo",
+        prost::Message::encode_to_vec(&arrow_flight::CancelFlightInfoRequest::new(info.clone())),
+    );
+    let mut results = other.do_action(action).await.unwrap();
+    let result = results.message().await.unwrap().expect("a result");
+    let result: arrow_flight::CancelFlightInfoResult = prost::Message::decode(result.body).unwrap();
+    assert_eq!(result.status, arrow_flight::CancelStatus::Cancelled as i32);
+    // The reader sees a CANCELLED status, not a silently truncated result.
+    let err = loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without reporting the cancellation"),
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(err.contains("cancelled"), "{err}");
+    wait_until_idle(&server).await;
+    // Cancelling a finished query: not cancellable.
+    let action = arrow_flight::Action::new(
+        "CancelFlightInfo",
+        prost::Message::encode_to_vec(&arrow_flight::CancelFlightInfoRequest::new(info)),
+    );
+    let mut results = other.do_action(action).await.unwrap();
+    let result: arrow_flight::CancelFlightInfoResult =
+        prost::Message::decode(results.message().await.unwrap().unwrap().body).unwrap();
+    assert_eq!(
+        result.status,
+        arrow_flight::CancelStatus::NotCancellable as i32
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn prepared_statements_bind_parameters() {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    let server = TestServer::start().await;
+    let mut c = server.login("admin").await;
+    let mut stmt = c
+        .prepare(
+            "SELECT order_id, region FROM sales.orders WHERE order_id = ? AND region <> ?"
+                .to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    let params = stmt.parameter_schema().unwrap().clone();
+    assert_eq!(params.fields().len(), 2);
+    assert_eq!(params.field(0).data_type(), &DataType::Int64);
+    assert_eq!(params.field(1).data_type(), &DataType::Utf8);
+
+    // Executing without binding is a clear error.
+    let err = stmt.execute().await.unwrap_err().to_string();
+    assert!(err.contains("parameter"), "{err}");
+
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("0", DataType::Int64, true),
+        Field::new("1", DataType::Utf8, true),
+    ]));
+    let one = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![3])),
+            Arc::new(StringArray::from(vec!["nowhere"])),
+        ],
+    )
+    .unwrap();
+    stmt.set_parameters(one).unwrap();
+    for _ in 0..2 {
+        let info = stmt.execute().await.unwrap();
+        let b = fetch(&mut c, info).await.unwrap();
+        assert_eq!(rows(&b), 1);
+        assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    }
+    // Many rows: the query runs once per row, results concatenated.
+    let many = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 5])),
+            Arc::new(StringArray::from(vec!["x", "x", "x"])),
+        ],
+    )
+    .unwrap();
+    stmt.set_parameters(many).unwrap();
+    let info = stmt.execute().await.unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let ids: Vec<i64> = b
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(ids, [1, 2, 5]);
+    // A query cannot be executed as an update (executemany).
+    let err = stmt.execute_update().await.unwrap_err().to_string();
+    assert!(err.contains("read-only"), "{err}");
+    stmt.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn statements_that_are_not_queries() {
+    let server = TestServer::start().await;
+    let mut c = server.login("admin").await;
+    let mut stmt = c
+        .prepare("CREATE TABLE t AS SELECT 1".to_string(), None)
+        .await
+        .unwrap();
+    assert!(stmt.dataset_schema().unwrap().fields().is_empty());
+    let err = stmt.execute_update().await.unwrap_err().to_string();
+    assert!(
+        err.contains("PermissionDenied") || err.contains("permission"),
+        "{err}"
+    );
+    assert!(err.contains("read-only"), "{err}");
+    let err = c
+        .execute_update("DELETE FROM sales.orders".to_string(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("read-only"), "{err}");
+    // Closing twice is fine.
+    stmt.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn get_schema_for_statements_and_prepared_statements() {
+    use arrow_flight::sql::{
+        CommandPreparedStatementQuery, CommandStatementQuery, ProstMessageExt,
+    };
+    use arrow_flight::FlightDescriptor;
+    use prost::Message;
+
+    let server = TestServer::start().await;
+    let mut c = server.login("admin").await;
+    let q = "SELECT order_id, order_ts, total_amount FROM sales.orders";
+    let cmd = CommandStatementQuery {
+        query: q.to_string(),
+        transaction_id: None,
+    };
+    let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let mut raw = c.inner().clone();
+    let result = raw
+        .get_schema(authorized(&c, descriptor))
+        .await
+        .unwrap()
+        .into_inner();
+    let schema = arrow::datatypes::Schema::try_from(&result).unwrap();
+    let info = c.execute(q.to_string(), None).await.unwrap();
+    assert_eq!(schema, info.try_decode_schema().unwrap());
+    assert!(matches!(
+        schema.field(2).data_type(),
+        DataType::Decimal128(_, _)
+    ));
+
+    let stmt = c.prepare(q.to_string(), None).await.unwrap();
+    let handle = {
+        // The handle is not exposed by the client; replay the prepare by hand.
+        let action = arrow_flight::Action::new(
+            "CreatePreparedStatement",
+            arrow_flight::sql::ActionCreatePreparedStatementRequest {
+                query: q.to_string(),
+                transaction_id: None,
+            }
+            .as_any()
+            .encode_to_vec(),
+        );
+        let mut r = c.do_action(action).await.unwrap();
+        let any = arrow_flight::sql::Any::decode(r.message().await.unwrap().unwrap().body).unwrap();
+        let res: arrow_flight::sql::ActionCreatePreparedStatementResult =
+            any.unpack().unwrap().unwrap();
+        res.prepared_statement_handle
+    };
+    let cmd = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
+    let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let result = raw
+        .get_schema(authorized(&c, descriptor))
+        .await
+        .unwrap()
+        .into_inner();
+    let prepared_schema = arrow::datatypes::Schema::try_from(&result).unwrap();
+    assert_eq!(&prepared_schema, stmt.dataset_schema().unwrap());
+    // Without a token: unauthenticated, like every other call.
+    let descriptor = FlightDescriptor::new_cmd(
+        CommandStatementQuery {
+            query: "SELECT 1".into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let err = raw.get_schema(descriptor).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_rpcs_for_jdbc() {
+    use arrow_flight::sql::{
+        CommandGetCrossReference, CommandGetExportedKeys, CommandGetImportedKeys,
+        CommandGetPrimaryKeys, CommandGetXdbcTypeInfo,
+    };
+
+    let server = TestServer::start().await;
+    let mut c = server.login("admin").await;
+
+    let info = c.get_table_types().await.unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let types: Vec<_> = b[0].column(0).as_string::<i32>().iter().flatten().collect();
+    assert_eq!(types, ["SYSTEM TABLE", "TABLE"]);
+
+    // Grafana asks for `BASE TABLE` and `table`.
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: None,
+            table_name_filter_pattern: None,
+            table_types: vec!["BASE TABLE".into(), "table".into()],
+            include_schema: false,
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(rows(&b), 6, "every product, no system table");
+
+    // Column metadata in table_schema.
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: Some("mesh".into()),
+            db_schema_filter_pattern: Some("sales".into()),
+            table_name_filter_pattern: Some("orders".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert_eq!(rows(&b), 1);
+    let bytes = b[0].column(4).as_binary::<i32>().value(0);
+    let schema = arrow::datatypes::Schema::try_from(IpcMessage(bytes.to_vec().into())).unwrap();
+    let amount = schema.field_with_name("total_amount").unwrap();
+    let md = amount.metadata();
+    assert_eq!(md["ARROW:FLIGHT:SQL:TYPE_NAME"], "DECIMAL");
+    assert!(md.contains_key("ARROW:FLIGHT:SQL:PRECISION"));
+    assert!(md.contains_key("ARROW:FLIGHT:SQL:SCALE"));
+    assert!(!md["ARROW:FLIGHT:SQL:REMARKS"].is_empty());
+    assert_eq!(md["ARROW:FLIGHT:SQL:TABLE_NAME"], "orders");
+    assert!(!schema.metadata()["meshql:description"].is_empty());
+    assert!(!schema.metadata()["meshql:owner"].is_empty());
+
+    let info = c
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: Some("sales".into()),
+            table: "orders".into(),
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let cols: Vec<_> = b[0].column(3).as_string::<i32>().iter().flatten().collect();
+    assert_eq!(cols, ["order_id"]);
+
+    for info in [
+        c.get_imported_keys(CommandGetImportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "orders".into(),
+        })
+        .await
+        .unwrap(),
+        c.get_exported_keys(CommandGetExportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "orders".into(),
+        })
+        .await
+        .unwrap(),
+        c.get_cross_reference(CommandGetCrossReference {
+            pk_catalog: None,
+            pk_db_schema: None,
+            pk_table: "orders".into(),
+            fk_catalog: None,
+            fk_db_schema: None,
+            fk_table: "order_items".into(),
+        })
+        .await
+        .unwrap(),
+    ] {
+        let schema = info.clone().try_decode_schema().unwrap();
+        assert_eq!(schema.fields().len(), 13);
+        let b = fetch(&mut c, info).await.unwrap();
+        assert_eq!(rows(&b), 0);
+    }
+
+    let info = c
+        .get_xdbc_type_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert!(rows(&b) >= 10);
+
+    // All SqlInfo ids when none are asked for.
+    let info = c.get_sql_info(vec![]).await.unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    assert!(rows(&b) > 70, "{}", rows(&b));
     server.stop().await;
 }
