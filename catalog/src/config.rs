@@ -34,6 +34,17 @@ pub struct MeshConfig {
     pub catalog_dir: PathBuf,
     pub domains: Vec<DomainConfig>,
     pub users: Vec<UserConfig>,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where query audit records go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// JSON-lines file the records are appended to (relative to the configuration file).
+    /// Without it, records are only kept in memory for `meshql.audit`.
+    pub file: Option<PathBuf>,
+    /// Record a SHA-256 of the SQL text instead of the text itself.
+    pub hash_sql: bool,
 }
 
 /// `[server]` settings.
@@ -100,7 +111,7 @@ impl MeshConfig {
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let problems = std::cell::RefCell::new(Vec::new());
         let mut f = Fields::new(file, "", &value, &problems);
-        f.known(&["server", "catalog", "domains", "users"]);
+        f.known(&["server", "catalog", "domains", "users", "audit"]);
 
         let server = match f.table("server") {
             Some(t) => {
@@ -247,6 +258,26 @@ impl MeshConfig {
             }
         }
 
+        let audit = match f.table("audit") {
+            Some(t) => {
+                let mut a = Fields::new(file, "audit", t, &problems);
+                a.known(&["file", "sql"]);
+                let audit_file = a.string("file").map(|p| base_dir.join(p));
+                let hash_sql = match a.string("sql").as_deref() {
+                    None | Some("text") => false,
+                    Some("hash") => true,
+                    Some(other) => {
+                        a.problem("sql", format!("`{other}`: expected \"text\" or \"hash\""));
+                        false
+                    }
+                };
+                AuditConfig {
+                    file: audit_file,
+                    hash_sql,
+                }
+            }
+            None => AuditConfig::default(),
+        };
         let problems = problems.into_inner();
         match (problems.is_empty(), catalog_dir) {
             (true, Some(catalog_dir)) => Ok(MeshConfig {
@@ -255,6 +286,7 @@ impl MeshConfig {
                 catalog_dir,
                 domains: domains.into_iter().map(|(_, d)| d).collect(),
                 users: users.into_iter().map(|(_, u)| u).collect(),
+                audit,
             }),
             _ => Err(problems),
         }

@@ -14,7 +14,7 @@ mod principal;
 mod types;
 
 pub use config::{
-    DomainConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig, DEFAULT_BIND,
+    AuditConfig, DomainConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig, DEFAULT_BIND,
     DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};

@@ -493,8 +493,14 @@ fn config_text() -> Result<String> {
          demo_credentials = true\n\
          \n\
          [catalog]\n\
-         # One folder per domain with its product manifests in products/*.toml.\n\
-         dir = \"catalog\"\n",
+         # One folder per domain with its product manifests in products/*.toml and its\n\
+         # policies.toml; platform-wide policies are in _global/policies.toml.\n\
+         dir = \"catalog\"\n\
+         \n\
+         [audit]\n\
+         # One JSON line per query or refused attempt. `sql = \"hash\"` records a SHA-256 instead.\n\
+         file = \"audit/audit.jsonl\"\n\
+         sql = \"text\"\n",
     );
     for (name, description, owner) in DOMAINS {
         s.push_str(&format!(

@@ -4,6 +4,7 @@
 //! exactly each product's contract, and runs SQL for a principal within a read-only surface,
 //! streaming results in client-facing Arrow types.
 
+mod audit;
 mod buckets;
 mod contract;
 pub mod demo;
@@ -16,6 +17,7 @@ mod provider;
 mod session;
 mod system;
 
+pub use audit::{AuditRecord, AUDIT_ADMIN_GROUP};
 pub use contract::{arrow_type, contract_schema};
 pub use error::{EngineError, Result};
 pub use product::ProductRead;

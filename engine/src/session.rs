@@ -17,6 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
 use meshql_catalog::{Mesh, Principal};
 
+use crate::audit::AuditLog;
 use crate::contract::contract_schema;
 use crate::error::{EngineError, Result};
 use crate::output::{output_schema, to_output_batch};
@@ -25,6 +26,7 @@ use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
 use crate::system::{system_schema, SYSTEM_SCHEMA};
 use datafusion::catalog::SchemaProvider;
+use std::time::Instant;
 
 /// A stream of result batches in client-facing types.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
@@ -62,6 +64,7 @@ struct Inner {
     options: EngineOptions,
     /// `(product, location prefix)`, to attribute storage errors to the product they concern.
     locations: Vec<(String, String)>,
+    audit: Arc<AuditLog>,
 }
 
 impl MeshEngine {
@@ -88,12 +91,19 @@ impl MeshEngine {
         }
         // Longest prefix first, so nested locations attribute to the most specific product.
         locations.sort_by_key(|l| std::cmp::Reverse(l.1.len()));
+        let audit = AuditLog::try_new(&mesh.config.audit).map_err(|e| {
+            EngineError::Internal(format!(
+                "cannot open the audit file {:?}: {e}",
+                mesh.config.audit.file
+            ))
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 mesh: Arc::new(mesh),
                 runtime,
                 options,
                 locations,
+                audit: Arc::new(audit),
             }),
         })
     }
@@ -181,6 +191,8 @@ impl MeshEngine {
 pub struct PlannedQuery {
     pub plan: LogicalPlan,
     pub schema: SchemaRef,
+    /// The SQL text, for the audit record.
+    sql: Arc<str>,
 }
 
 impl PlannedQuery {
@@ -245,6 +257,7 @@ impl PlannedQuery {
         Ok(PlannedQuery {
             schema: Arc::clone(&self.schema),
             plan,
+            sql: Arc::clone(&self.sql),
         })
     }
 }
@@ -310,7 +323,8 @@ impl QuerySession {
             mesh.access(&principal, domain, product)
                 .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
         };
-        let system = system_schema(&mesh, &visible_columns)?;
+        let audit_records = engine.inner.audit.visible_to(&principal);
+        let system = system_schema(&mesh, &visible_columns, audit_records)?;
         let reads = Arc::new(ReadLog::default());
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
@@ -418,37 +432,82 @@ impl QuerySession {
     }
 
     /// Plans one SQL statement. Only queries (and EXPLAIN / SHOW of them) are accepted.
+    /// A refused statement leaves an audit record.
     pub async fn plan_sql(&self, sql: &str) -> Result<PlannedQuery> {
-        let state = self.ctx.state();
-        let plan = state
-            .create_logical_plan(sql)
-            .await
-            .map_err(|e| self.engine.attribute(e))?;
-        check_read_only(&plan)?;
-        let schema = output_schema(plan.schema().as_arrow());
-        Ok(PlannedQuery { plan, schema })
+        let start = Instant::now();
+        let planned: Result<PlannedQuery> = async {
+            let state = self.ctx.state();
+            let plan = state
+                .create_logical_plan(sql)
+                .await
+                .map_err(|e| self.engine.attribute(e))?;
+            check_read_only(&plan)?;
+            let schema = output_schema(plan.schema().as_arrow());
+            Ok(PlannedQuery {
+                plan,
+                schema,
+                sql: Arc::from(sql),
+            })
+        }
+        .await;
+        if let Err(e) = &planned {
+            self.engine.inner.audit.record(
+                &self.principal,
+                sql,
+                self.reads.snapshot(),
+                0,
+                0,
+                start.elapsed(),
+                "error",
+                Some(e.to_string()),
+            );
+        }
+        planned
     }
 
-    /// Executes a planned query, streaming batches as DataFusion produces them.
+    /// Executes a planned query, streaming batches as DataFusion produces them. The audit record
+    /// is written when the stream ends, fails or is dropped (cancelled).
     pub async fn execute(&self, query: PlannedQuery) -> Result<BatchStream> {
-        let PlannedQuery { plan, schema } = query;
-        let df = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| self.engine.attribute(e))?;
-        let stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| self.engine.attribute(e))?;
-        let engine = self.engine.clone();
-        Ok(Box::pin(stream.map(move |r| {
-            match r {
-                Ok(batch) => to_output_batch(&batch, &schema)
-                    .map_err(|e| EngineError::Internal(format!("converting a result batch: {e}"))),
-                Err(e) => Err(engine.attribute(e)),
+        let start = Instant::now();
+        let PlannedQuery { plan, schema, sql } = query;
+        let audit = AuditGuard {
+            log: Arc::clone(&self.engine.inner.audit),
+            principal: self.principal.clone(),
+            sql,
+            reads: Arc::clone(&self.reads),
+            start,
+            rows: 0,
+            bytes: 0,
+            done: false,
+        };
+        let stream = async {
+            let df = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|e| self.engine.attribute(e))?;
+            df.execute_stream()
+                .await
+                .map_err(|e| self.engine.attribute(e))
+        }
+        .await;
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                audit.finish("error", Some(e.to_string()));
+                return Err(e);
             }
-        })))
+        };
+        let engine = self.engine.clone();
+        let batches = stream.map(move |r| match r {
+            Ok(batch) => to_output_batch(&batch, &schema)
+                .map_err(|e| EngineError::Internal(format!("converting a result batch: {e}"))),
+            Err(e) => Err(engine.attribute(e)),
+        });
+        Ok(Box::pin(AuditedStream {
+            inner: Box::pin(batches),
+            audit,
+        }))
     }
 
     /// Plans and executes one SQL statement.
@@ -480,5 +539,73 @@ fn check_read_only(plan: &LogicalPlan) -> Result<()> {
             "meshql is read-only: {w} is not allowed; only queries (SELECT, WITH, EXPLAIN, SHOW) are accepted"
         ))),
         None => Ok(()),
+    }
+}
+
+/// Writes a query's audit record once, when it ends one way or another.
+struct AuditGuard {
+    log: Arc<AuditLog>,
+    principal: Principal,
+    sql: Arc<str>,
+    reads: Arc<ReadLog>,
+    start: Instant,
+    rows: u64,
+    bytes: u64,
+    done: bool,
+}
+
+impl AuditGuard {
+    fn finish(mut self, outcome: &'static str, error: Option<String>) {
+        self.write(outcome, error);
+    }
+
+    fn write(&mut self, outcome: &'static str, error: Option<String>) {
+        if !self.done {
+            self.done = true;
+            self.log.record(
+                &self.principal,
+                &self.sql,
+                self.reads.snapshot(),
+                self.rows,
+                self.bytes,
+                self.start.elapsed(),
+                outcome,
+                error,
+            );
+        }
+    }
+}
+
+impl Drop for AuditGuard {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away or the query was cancelled.
+        self.write("cancelled", None);
+    }
+}
+
+struct AuditedStream {
+    inner: BatchStream,
+    audit: AuditGuard,
+}
+
+impl Stream for AuditedStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let polled = this.inner.as_mut().poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(batch))) => {
+                this.audit.rows += batch.num_rows() as u64;
+                this.audit.bytes += batch.get_array_memory_size() as u64;
+            }
+            std::task::Poll::Ready(Some(Err(e))) => this.audit.write("error", Some(e.to_string())),
+            std::task::Poll::Ready(None) => this.audit.write("ok", None),
+            std::task::Poll::Pending => {}
+        }
+        polled
     }
 }

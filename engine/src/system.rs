@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int32Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{MemTable, MemorySchemaProvider, SchemaProvider};
 use meshql_catalog::Mesh;
 
+use crate::audit::AuditRecord;
 use crate::error::{EngineError, Result};
 
 /// Name of the system schema.
@@ -36,6 +37,7 @@ fn s(name: &str, nullable: bool) -> Field {
 pub(crate) fn system_schema(
     mesh: &Mesh,
     visible_columns: &dyn Fn(&str, &str) -> Option<Vec<String>>,
+    audit: Vec<AuditRecord>,
 ) -> Result<Arc<dyn SchemaProvider>> {
     let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
     let schema = MemorySchemaProvider::new();
@@ -156,10 +158,47 @@ pub(crate) fn system_schema(
             )),
         ],
     )?;
+    let products_json: Vec<String> = audit
+        .iter()
+        .map(|r| serde_json::to_string(&r.products).unwrap_or_default())
+        .collect();
+    let audit_table = table(
+        vec![
+            s("time", false),
+            s("user", false),
+            s("sql", true),
+            s("sql_sha256", false),
+            s("products", false),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("bytes", DataType::Int64, false),
+            Field::new("duration_ms", DataType::Int64, false),
+            s("outcome", false),
+            s("error", true),
+        ],
+        vec![
+            strings(audit.iter().map(|r| Some(r.time.as_str()))),
+            strings(audit.iter().map(|r| Some(r.user.as_str()))),
+            strings(audit.iter().map(|r| r.sql.as_deref())),
+            strings(audit.iter().map(|r| Some(r.sql_sha256.as_str()))),
+            strings(products_json.iter().map(|p| Some(p.as_str()))),
+            Arc::new(Int64Array::from_iter_values(
+                audit.iter().map(|r| r.rows as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                audit.iter().map(|r| r.bytes as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                audit.iter().map(|r| r.duration_ms as i64),
+            )),
+            strings(audit.iter().map(|r| Some(r.outcome))),
+            strings(audit.iter().map(|r| r.error.as_deref())),
+        ],
+    )?;
     for (name, t) in [
         ("domains", domains_table),
         ("products", products_table),
         ("columns", columns_table),
+        ("audit", audit_table),
     ] {
         schema
             .register_table(name.to_string(), t)

@@ -854,3 +854,91 @@ async fn lint_type_checks_policies() {
     assert!(problems[1].2.contains("not boolean"), "{problems:#?}");
     assert!(problems.iter().all(|(f, _, _)| f == &policies));
 }
+
+#[tokio::test]
+async fn every_query_leaves_an_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let audit_file = dir.path().join("audit/audit.jsonl");
+    // Success, a refused statement, a hidden product, and a query dropped after one batch.
+    query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT name FROM customers.customers",
+    )
+    .await
+    .unwrap();
+    query_as(&engine, "eu_analyst", "DROP TABLE sales.orders")
+        .await
+        .unwrap_err();
+    query_as(&engine, "eu_analyst", "SELECT * FROM inventory.stock")
+        .await
+        .unwrap_err();
+    {
+        let session = engine.session(principal(&engine, "eu_analyst")).unwrap();
+        let (_, mut stream) = session
+            .sql("SELECT * FROM generate_series(1, 100000000)")
+            .await
+            .unwrap();
+        use futures::StreamExt;
+        stream.next().await.unwrap().unwrap();
+    }
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(lines.iter().all(|l| l["user"] == "eu_analyst"));
+    assert_eq!(lines[0]["outcome"], "ok");
+    let eu = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM customers.customers WHERE region = 'EU'",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(lines[0]["rows"], eu);
+    assert_eq!(lines[0]["products"][0]["product"], "customers.customers");
+    assert_eq!(
+        lines[0]["products"][0]["columns"],
+        serde_json::json!(["name"])
+    );
+    assert_eq!(
+        lines[0]["products"][0]["policies"],
+        serde_json::json!(["customers_own_region"])
+    );
+    assert_eq!(lines[1]["outcome"], "error");
+    assert!(lines[1]["error"].as_str().unwrap().contains("read-only"));
+    assert_eq!(lines[2]["outcome"], "error");
+    assert_eq!(lines[3]["outcome"], "cancelled");
+    assert_eq!(lines[0]["sql"], "SELECT name FROM customers.customers");
+    assert_eq!(lines[0]["sql_sha256"].as_str().unwrap().len(), 64);
+    // meshql.audit: a principal sees its own records; admin sees everyone's.
+    let own = single_i64(
+        &query_as(
+            &engine,
+            "sales_analyst",
+            "SELECT count(*) FROM meshql.audit",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(own, 0);
+    let all = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM meshql.audit WHERE user = 'eu_analyst'",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(all, 4);
+    let mine = single_i64(
+        &query_as(&engine, "eu_analyst", "SELECT count(*) FROM meshql.audit")
+            .await
+            .unwrap(),
+    );
+    assert!(mine >= 4);
+}
