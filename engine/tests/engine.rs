@@ -907,7 +907,7 @@ async fn every_query_leaves_an_audit_record() {
     );
     assert_eq!(
         lines[0]["products"][0]["policies"],
-        serde_json::json!(["customers_own_region"])
+        serde_json::json!(["customers_own_region", "mask_pii"])
     );
     assert_eq!(lines[1]["outcome"], "error");
     assert!(lines[1]["error"].as_str().unwrap().contains("read-only"));
