@@ -35,6 +35,30 @@ pub struct MeshConfig {
     pub domains: Vec<DomainConfig>,
     pub users: Vec<UserConfig>,
     pub audit: AuditConfig,
+    /// `[auth.jwt]`: accept JWT bearer tokens from an identity provider.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[auth.jwt]`: how JWT bearer tokens are verified and mapped to principals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// Name of the environment variable holding the HS256 shared secret (never the secret
+    /// itself: configuration files get copied around).
+    pub hs256_secret_env: Option<String>,
+    /// PEM files of RS256 public keys.
+    pub rs256_public_keys: Vec<PathBuf>,
+    /// A JWKS file (RS256 keys selected by `kid`).
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted `iss` values (any when empty).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (required: a token for another service is rejected).
+    pub audiences: Vec<String>,
+    /// Claim holding the user name.
+    pub user_claim: String,
+    /// Claim holding the groups (a list, or a space-separated string).
+    pub groups_claim: String,
+    /// Principal attribute name -> claim name.
+    pub attribute_claims: BTreeMap<String, String>,
 }
 
 /// `[audit]`: where query audit records go.
@@ -111,7 +135,7 @@ impl MeshConfig {
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let problems = std::cell::RefCell::new(Vec::new());
         let mut f = Fields::new(file, "", &value, &problems);
-        f.known(&["server", "catalog", "domains", "users", "audit"]);
+        f.known(&["server", "catalog", "domains", "users", "audit", "auth"]);
 
         let server = match f.table("server") {
             Some(t) => {
@@ -278,6 +302,39 @@ impl MeshConfig {
             }
             None => AuditConfig::default(),
         };
+        let jwt = f.table("auth").and_then(|t| {
+            let mut a = Fields::new(file, "auth", t, &problems);
+            a.known(&["jwt"]);
+            let t = a.table("jwt")?;
+            let mut j = Fields::new(file, "auth.jwt", t, &problems);
+            j.known(&[
+                "hs256_secret_env",
+                "rs256_public_keys",
+                "jwks_file",
+                "issuers",
+                "audiences",
+                "user_claim",
+                "groups_claim",
+                "attribute_claims",
+            ]);
+            let jwt = JwtConfig {
+                hs256_secret_env: j.string("hs256_secret_env"),
+                rs256_public_keys: j.string_list("rs256_public_keys").unwrap_or_default().into_iter().map(|p| base_dir.join(p)).collect(),
+                jwks_file: j.string("jwks_file").map(|p| base_dir.join(p)),
+                issuers: j.string_list("issuers").unwrap_or_default(),
+                audiences: j.string_list("audiences").unwrap_or_default(),
+                user_claim: j.string("user_claim").unwrap_or_else(|| "sub".to_string()),
+                groups_claim: j.string("groups_claim").unwrap_or_else(|| "groups".to_string()),
+                attribute_claims: j.string_map("attribute_claims").unwrap_or_default(),
+            };
+            if jwt.audiences.is_empty() {
+                j.problem("audiences", "required: the `aud` values meshql accepts (tokens for other services are rejected)");
+            }
+            if jwt.hs256_secret_env.is_none() && jwt.rs256_public_keys.is_empty() && jwt.jwks_file.is_none() {
+                j.problem("", "set at least one of hs256_secret_env, rs256_public_keys, jwks_file");
+            }
+            Some(jwt)
+        });
         let problems = problems.into_inner();
         match (problems.is_empty(), catalog_dir) {
             (true, Some(catalog_dir)) => Ok(MeshConfig {
@@ -287,6 +344,7 @@ impl MeshConfig {
                 domains: domains.into_iter().map(|(_, d)| d).collect(),
                 users: users.into_iter().map(|(_, u)| u).collect(),
                 audit,
+                jwt,
             }),
             _ => Err(problems),
         }

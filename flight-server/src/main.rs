@@ -235,6 +235,9 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
     if mesh.config.server.demo_credentials {
         tracing::warn!("this mesh uses the DEMO CREDENTIALS (password = user name); never expose it beyond this machine");
     }
+    // Fail at start, not at the first login, when a JWT secret or key cannot be loaded.
+    meshql_flight_server::Authenticator::try_new(&mesh.config)
+        .map_err(|e| format!("{}: {e}", config.display()))?;
     let addr = bind.unwrap_or_else(|| mesh.config.server.bind.clone());
     let products = mesh.products().count();
     let domains = mesh.domains.len();
