@@ -510,6 +510,18 @@ impl QuerySession {
         }))
     }
 
+    /// The physical plan of a planned query (what EXPLAIN shows), without running it.
+    pub async fn physical_plan(
+        &self,
+        query: &PlannedQuery,
+    ) -> Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        self.ctx
+            .state()
+            .create_physical_plan(&query.plan)
+            .await
+            .map_err(|e| self.engine.attribute(e))
+    }
+
     /// Plans and executes one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<(SchemaRef, BatchStream)> {
         let q = self.plan_sql(sql).await?;
