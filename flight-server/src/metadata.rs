@@ -36,6 +36,8 @@ fn arrow_status(e: impl std::fmt::Display) -> Status {
 pub(crate) mod keys {
     pub(crate) const CATALOG_NAME: &str = "ARROW:FLIGHT:SQL:CATALOG_NAME";
     pub(crate) const DB_SCHEMA_NAME: &str = "ARROW:FLIGHT:SQL:DB_SCHEMA_NAME";
+    /// The name arrow-java and arrow-go use for the same thing.
+    pub(crate) const SCHEMA_NAME: &str = "ARROW:FLIGHT:SQL:SCHEMA_NAME";
     pub(crate) const TABLE_NAME: &str = "ARROW:FLIGHT:SQL:TABLE_NAME";
     pub(crate) const TYPE_NAME: &str = "ARROW:FLIGHT:SQL:TYPE_NAME";
     pub(crate) const PRECISION: &str = "ARROW:FLIGHT:SQL:PRECISION";
@@ -129,6 +131,7 @@ pub(crate) fn described_field(
     if let Some((catalog, schema, name)) = table {
         md.insert(keys::CATALOG_NAME.into(), catalog.into());
         md.insert(keys::DB_SCHEMA_NAME.into(), schema.into());
+        md.insert(keys::SCHEMA_NAME.into(), schema.into());
         md.insert(keys::TABLE_NAME.into(), name.into());
     }
     md.insert(keys::TYPE_NAME.into(), type_name);

@@ -20,6 +20,9 @@ fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 
 /// The tonic TLS configuration for `config`, with clear errors naming the file at fault.
 pub(crate) fn server_tls_config(config: &TlsConfig) -> Result<ServerTlsConfig, String> {
+    // Several crypto backends are compiled in (object stores use aws-lc-rs); rustls needs one
+    // chosen for the process. Installing fails harmlessly when one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = read_pem(&config.cert, "cert")?;
     let key = read_pem(&config.key, "key")?;
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
