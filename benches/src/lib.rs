@@ -54,7 +54,7 @@ pub fn synthetic_mesh(
         let products_dir = dir.join("catalog").join(&domain).join("products");
         fs::create_dir_all(&products_dir)?;
         let mut policies_text =
-            format!("[[grants]]\nto = [\"group:analysts\"]\nproducts = [\"*\"]\n");
+            "[[grants]]\nto = [\"group:analysts\"]\nproducts = [\"*\"]\n".to_string();
         for p in 0..products_per_domain {
             let name = format!("p{p}");
             fs::write(

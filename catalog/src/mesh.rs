@@ -113,6 +113,7 @@ impl Mesh {
             }
         }
         let mut domains = Vec::new();
+        let mut invalid_products: Vec<(String, Vec<String>)> = Vec::new();
         for d in &config.domains {
             let products_dir = dir.join(&d.name).join("products");
             let mut files: Vec<PathBuf> = match std::fs::read_dir(&products_dir) {
@@ -133,6 +134,8 @@ impl Mesh {
             };
             files.sort();
             let mut products: Vec<Product> = Vec::new();
+            // Manifests that failed to load still name products policies may refer to.
+            let mut invalid: Vec<String> = Vec::new();
             for file in files {
                 let text = match std::fs::read_to_string(&file) {
                     Ok(t) => t,
@@ -172,15 +175,21 @@ impl Mesh {
                             products.push(Product { manifest: m, file });
                         }
                     }
-                    Err(p) => problems.borrow_mut().extend(p),
+                    Err(p) => {
+                        problems.borrow_mut().extend(p);
+                        if let Some(stem) = file.file_stem().and_then(|s| s.to_str()) {
+                            invalid.push(stem.to_string());
+                        }
+                    }
                 }
             }
+            invalid_products.push((d.name.clone(), invalid));
             domains.push(Domain {
                 config: d.clone(),
                 products,
             });
         }
-        let policies = load_policies(&config, &domains, &problems);
+        let policies = load_policies(&config, &domains, &invalid_products, &problems);
         let problems = problems.into_inner();
         if problems.is_empty() {
             Ok(Mesh {
@@ -223,6 +232,7 @@ impl Mesh {
 fn load_policies(
     config: &MeshConfig,
     domains: &[Domain],
+    invalid_products: &[(String, Vec<String>)],
     problems: &RefCell<Vec<Problem>>,
 ) -> Policies {
     let known: Vec<&str> = domains.iter().map(|d| d.name()).collect();
@@ -242,7 +252,7 @@ fn load_policies(
     };
     let global_file = config.catalog_dir.join(GLOBAL_POLICY_DIR).join(POLICY_FILE);
     let global = read(&global_file)
-        .map(|text| parse_policy_file(&global_file, &text, None, &[], &known, problems))
+        .map(|text| parse_policy_file(&global_file, &text, None, &[], &[], &known, problems))
         .unwrap_or_default();
     let mut out = Policies {
         global,
@@ -252,7 +262,20 @@ fn load_policies(
         let file = config.catalog_dir.join(d.name()).join(POLICY_FILE);
         if let Some(text) = read(&file) {
             let manifests: Vec<&ProductManifest> = d.products.iter().map(|p| &p.manifest).collect();
-            let set = parse_policy_file(&file, &text, Some(d.name()), &manifests, &known, problems);
+            let invalid = invalid_products
+                .iter()
+                .find(|(n, _)| n == d.name())
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or(&[]);
+            let set = parse_policy_file(
+                &file,
+                &text,
+                Some(d.name()),
+                &manifests,
+                invalid,
+                &known,
+                problems,
+            );
             out.domains.push((d.name().to_string(), set));
         }
     }

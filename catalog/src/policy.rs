@@ -254,6 +254,7 @@ pub(crate) fn parse_policy_file(
     text: &str,
     domain: Option<&str>,
     products: &[&ProductManifest],
+    invalid_products: &[String],
     known_domains: &[&str],
     problems: &RefCell<Vec<Problem>>,
 ) -> PolicySet {
@@ -287,7 +288,8 @@ pub(crate) fn parse_policy_file(
     };
     let product = |fields: &Fields<'_>, name: &str| -> Option<&ProductManifest> {
         let found = products.iter().find(|p| p.name == name).copied();
-        if found.is_none() {
+        // A product whose manifest is broken is reported there, not again here.
+        if found.is_none() && !invalid_products.iter().any(|p| p == name) {
             fields.problem(
                 "product",
                 format!(

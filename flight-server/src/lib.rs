@@ -16,6 +16,7 @@ mod tls;
 pub use auth::Authenticator;
 pub use get_schema::{flight_service, MeshFlightService};
 pub use server::{
-    bind, local_addr, serve, serve_service, Result, ServerError, DEFAULT_MAX_MESSAGE_BYTES,
+    bind, check_tls, local_addr, serve, serve_service, Result, ServerError,
+    DEFAULT_MAX_MESSAGE_BYTES,
 };
 pub use service::MeshFlightSqlService;

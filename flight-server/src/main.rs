@@ -238,6 +238,8 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
     // Fail at start, not at the first login, when a JWT secret or key cannot be loaded.
     meshql_flight_server::Authenticator::try_new(&mesh.config)
         .map_err(|e| format!("{}: {e}", config.display()))?;
+    let tls = meshql_flight_server::check_tls(&mesh.config.server)
+        .map_err(|e| format!("{}: server.tls: {e}", config.display()))?;
     let addr = bind.unwrap_or_else(|| mesh.config.server.bind.clone());
     let products = mesh.products().count();
     let domains = mesh.domains.len();
@@ -247,7 +249,10 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let local = meshql_flight_server::local_addr(&listener).map_err(|e| e.to_string())?;
     tracing::info!(domains, products, addr = %local, "serving the mesh");
-    println!("meshql listening on grpc://{local}");
+    println!(
+        "meshql listening on {}://{local}",
+        if tls { "grpc+tls" } else { "grpc" }
+    );
     let _ = std::io::stdout().flush();
     meshql_flight_server::serve(engine, listener, shutdown_signal())
         .await

@@ -13,7 +13,7 @@ use crate::service::MeshFlightSqlService;
 use crate::tls::server_tls_config;
 
 /// Default limit for one gRPC message in either direction (16 MiB, what ADBC uses).
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = meshql_catalog::DEFAULT_MAX_MESSAGE_BYTES;
 
 /// Largest header list accepted: JDBC sends unknown URL options as headers.
 const MAX_HEADER_LIST_BYTES: u32 = 256 * 1024;
@@ -83,6 +83,17 @@ pub async fn serve_service(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Loads the TLS certificate and key of `[server.tls]` (when set), so that a bad file is reported
+/// before the server announces itself. Returns whether TLS is on.
+pub fn check_tls(config: &ServerConfig) -> Result<bool> {
+    match &config.tls {
+        Some(tls) => server_tls_config(tls)
+            .map(|_| true)
+            .map_err(ServerError::Setup),
+        None => Ok(false),
+    }
 }
 
 /// The address a listener is bound to, for the startup line.

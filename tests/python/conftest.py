@@ -33,7 +33,9 @@ DEMO_TIMEOUT_S = 600
 # Client-side deadline for every ADBC RPC, so a hung server fails a test instead of CI.
 RPC_TIMEOUT_S = "120"
 
-LISTENING_RE = re.compile(r"^meshql listening on grpc://(?P<host>\S+):(?P<port>\d+)$")
+LISTENING_RE = re.compile(
+    r"^meshql listening on (?P<scheme>grpc|grpc\+tls)://(?P<host>\S+):(?P<port>\d+)$"
+)
 
 DEFAULT_TARGET_DIR = Path.home() / ".cache" / "meshql-target"
 
@@ -225,7 +227,7 @@ def running_server(
         pytest.fail(describe_failure("reported port 0 instead of the real ephemeral port"))
 
     srv = Server(
-        uri=f"grpc://{host}:{port}",
+        uri=f"{match.group('scheme')}://{host}:{port}",
         host=host,
         port=port,
         config=config,

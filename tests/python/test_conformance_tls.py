@@ -111,7 +111,8 @@ def test_tls_connection_from_adbc(meshql_bin, demo_dir, pki, tmp_path):
     config = tls_config(demo_dir, "meshql-tls.toml", mutual=False)
     args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
     with running_server(meshql_bin, args, config, tmp_path) as srv:
-        uri = f"grpc+tls://{srv.host}:{srv.port}"
+        uri = srv.uri
+        assert uri.startswith("grpc+tls://"), uri
         with connect_tls(uri, pki) as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM sales.orders")
@@ -127,7 +128,8 @@ def test_mutual_tls(meshql_bin, demo_dir, pki, tmp_path):
     config = tls_config(demo_dir, "meshql-mtls.toml", mutual=True)
     args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
     with running_server(meshql_bin, args, config, tmp_path) as srv:
-        uri = f"grpc+tls://{srv.host}:{srv.port}"
+        uri = srv.uri
+        assert uri.startswith("grpc+tls://"), uri
         with connect_tls(uri, pki, client_cert=demo_dir / "tls-test") as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
