@@ -16,6 +16,7 @@ mod product;
 mod provider;
 mod session;
 mod system;
+mod time_travel;
 
 pub use audit::{AuditRecord, AUDIT_ADMIN_GROUP};
 pub use contract::{arrow_type, contract_schema};

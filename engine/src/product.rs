@@ -34,6 +34,7 @@ use crate::contract::bind_columns;
 use crate::error::{EngineError, Result};
 use crate::policy::SecuredView;
 use crate::policy_exec::PolicyExec;
+use crate::time_travel::AsOf;
 
 /// Where a product's data lives.
 pub(crate) fn product_url(domain: &Domain, product: &Product) -> Result<Url> {
@@ -62,6 +63,7 @@ pub(crate) async fn resolve_product(
     config: &SessionConfig,
     domain: &Domain,
     product: &Product,
+    as_of: Option<&AsOf>,
 ) -> Result<ResolvedProduct> {
     let name = product.qualified_name();
     let url = product_url(domain, product)?;
@@ -69,6 +71,12 @@ pub(crate) async fn resolve_product(
         product: name.clone(),
         message,
     };
+    if as_of.is_some() && product.manifest.format != Format::Delta {
+        return Err(EngineError::Plan(format!(
+            "time travel (VERSION AS OF / TIMESTAMP AS OF) needs a Delta product; `{name}` is {}",
+            product.manifest.format.as_str()
+        )));
+    }
     let (raw, delta_version): (Arc<dyn TableProvider>, Option<i64>) = match product.manifest.format
     {
         Format::Parquet => (
@@ -78,7 +86,9 @@ pub(crate) async fn resolve_product(
             None,
         ),
         Format::Delta => {
-            let (p, v) = resolve_delta(runtime, &url).await.map_err(unavailable)?;
+            let (p, v) = resolve_delta(runtime, &url, as_of)
+                .await
+                .map_err(unavailable)?;
             (p, v)
         }
     };
@@ -136,7 +146,7 @@ pub(crate) async fn check_product(
     let url = product_url(domain, product).map_err(|e| vec![e.to_string()])?;
     let raw = match product.manifest.format {
         Format::Parquet => resolve_parquet(runtime, config, &url).await,
-        Format::Delta => resolve_delta(runtime, &url).await.map(|(p, _)| p),
+        Format::Delta => resolve_delta(runtime, &url, None).await.map(|(p, _)| p),
     }
     .map_err(|m| vec![format!("data unavailable: {m}")])?;
     bind_columns(&product.manifest, raw.schema().as_ref())
@@ -190,15 +200,27 @@ async fn resolve_parquet(
 async fn resolve_delta(
     runtime: &Arc<RuntimeEnv>,
     url: &Url,
+    as_of: Option<&AsOf>,
 ) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), String> {
     let mut table_url = url.clone();
     if table_url.path().ends_with('/') {
         let p = table_url.path().trim_end_matches('/').to_string();
         table_url.set_path(&p);
     }
-    let table = deltalake::open_table(table_url)
-        .await
-        .map_err(|e| format!("cannot open Delta table at {url}: {e}"))?;
+    let table = match as_of {
+        None => deltalake::open_table(table_url).await,
+        Some(AsOf::Version(v)) => deltalake::open_table_with_version(table_url, *v).await,
+        Some(AsOf::Timestamp(ts)) => deltalake::open_table_with_ds(table_url, ts).await,
+    }
+    .map_err(|e| match as_of {
+        None => format!("cannot open Delta table at {url}: {e}"),
+        Some(AsOf::Version(v)) => {
+            format!("cannot read version {v} of the Delta table at {url}: {e}")
+        }
+        Some(AsOf::Timestamp(ts)) => {
+            format!("cannot read the Delta table at {url} as of {ts}: {e}")
+        }
+    })?;
     let log_store = table.log_store();
     let root = log_store.root_url();
     let store_url =

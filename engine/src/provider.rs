@@ -16,6 +16,7 @@ use meshql_catalog::{Domain, Mesh, Principal};
 use crate::policy::compile;
 use crate::product::{resolve_product, ProductTable, ReadLog};
 use crate::system::SYSTEM_SCHEMA;
+use crate::time_travel::split_versioned;
 
 /// Name of the catalog holding the mesh.
 pub const MESH_CATALOG: &str = "mesh";
@@ -118,6 +119,7 @@ impl SchemaProvider for DomainSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let shared = &self.shared;
+        let (name, as_of) = split_versioned(name);
         let Some(product) = self.domain.product(name) else {
             return Ok(None);
         };
@@ -129,8 +131,14 @@ impl SchemaProvider for DomainSchema {
             return Ok(None);
         };
         let qualified = product.qualified_name();
-        let resolved =
-            resolve_product(&shared.runtime, &shared.config, &self.domain, product).await?;
+        let resolved = resolve_product(
+            &shared.runtime,
+            &shared.config,
+            &self.domain,
+            product,
+            as_of.as_ref(),
+        )
+        .await?;
         let secured = if access.is_unrestricted(&product.manifest) {
             None
         } else {
@@ -160,6 +168,7 @@ impl SchemaProvider for DomainSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
+        let (name, _) = split_versioned(name);
         self.domain.product(name).is_some() && self.shared.visible(self.domain.name(), name)
     }
 

@@ -437,8 +437,9 @@ impl QuerySession {
         let start = Instant::now();
         let planned: Result<PlannedQuery> = async {
             let state = self.ctx.state();
+            let statement = crate::time_travel::parse(sql)?;
             let plan = state
-                .create_logical_plan(sql)
+                .statement_to_plan(statement)
                 .await
                 .map_err(|e| self.engine.attribute(e))?;
             check_read_only(&plan)?;

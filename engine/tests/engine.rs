@@ -942,3 +942,109 @@ async fn every_query_leaves_an_audit_record() {
     );
     assert!(mine >= 4);
 }
+
+#[tokio::test]
+async fn delta_time_travel_with_the_same_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let now = single_i64(
+        &query(&engine, "SELECT count(*) FROM sales.orders")
+            .await
+            .unwrap(),
+    );
+    let v0 = single_i64(
+        &query(&engine, "SELECT count(*) FROM sales.orders VERSION AS OF 0")
+            .await
+            .unwrap(),
+    );
+    assert!(v0 < now, "{v0} < {now}");
+    assert_eq!(v0, 4000);
+    // Same policies on the past version: EU rows only, and not from statistics.
+    let eu_v0 = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM sales.orders VERSION AS OF 0 WHERE region = 'EU'",
+        )
+        .await
+        .unwrap(),
+    );
+    let b = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT count(*) FROM sales.orders VERSION AS OF 0",
+    )
+    .await
+    .unwrap();
+    assert_eq!(single_i64(&b), eu_v0);
+    let b = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT DISTINCT region FROM sales.orders VERSION AS OF 0",
+    )
+    .await
+    .unwrap();
+    assert_eq!(strings(&b, 0), ["EU"]);
+    // Invisible stays invisible, with the same message as a missing product.
+    let hidden = query_as(
+        &engine,
+        "guest",
+        "SELECT * FROM sales.orders VERSION AS OF 0",
+    )
+    .await
+    .unwrap_err();
+    let missing = query_as(
+        &engine,
+        "guest",
+        "SELECT * FROM sales.nothing VERSION AS OF 0",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        hidden.to_string().replace("orders", "X"),
+        missing.to_string().replace("nothing", "X")
+    );
+    // A timestamp far in the future reads the latest version; one before the table, an error.
+    let latest = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM sales.orders TIMESTAMP AS OF '2100-01-01T00:00:00Z'",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(latest, now);
+    // deltalake resolves a timestamp before the first commit to the first version.
+    let first = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM sales.orders TIMESTAMP AS OF '2000-01-01T00:00:00Z'",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(first, v0);
+    let err = query(
+        &engine,
+        "SELECT count(*) FROM sales.orders VERSION AS OF 99",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("version 99"), "{err}");
+    // Parquet products have no history.
+    let err = query(&engine, "SELECT * FROM inventory.stock VERSION AS OF 0")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs a Delta product")
+            && err.to_string().contains("inventory.stock"),
+        "{err}"
+    );
+    // The audit names the version read.
+    let session = engine.session(principal(&engine, "admin")).unwrap();
+    let (_, s) = session
+        .sql("SELECT count(*) FROM sales.orders VERSION AS OF 0")
+        .await
+        .unwrap();
+    let _: Vec<RecordBatch> = s.try_collect().await.unwrap();
+    assert_eq!(session.reads()[0].delta_version, Some(0));
+}
