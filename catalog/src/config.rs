@@ -105,6 +105,13 @@ pub struct DomainConfig {
     pub bucket: Url,
     pub description: String,
     pub owner: String,
+    /// Object store settings (object_store option names such as `region`, `endpoint`,
+    /// `allow_http`, plus meshql's `timeout`, `connect_timeout`, `max_retries`, `retry_timeout`).
+    pub storage: BTreeMap<String, String>,
+    /// Credentials taken from the environment: option name -> environment variable.
+    pub credentials_env: BTreeMap<String, String>,
+    /// A TOML file of credential options (option name = value), kept out of this file.
+    pub secrets_file: Option<PathBuf>,
 }
 
 /// One `[[users]]` entry.
@@ -201,7 +208,15 @@ impl MeshConfig {
         for (i, t) in f.array_of_tables("domains", true).into_iter().enumerate() {
             let path = format!("domains[{i}]");
             let mut d = Fields::new(file, &path, t, &problems);
-            d.known(&["name", "bucket", "description", "owner"]);
+            d.known(&[
+                "name",
+                "bucket",
+                "description",
+                "owner",
+                "storage",
+                "credentials_env",
+                "secrets_file",
+            ]);
             let name = d.required_string("name");
             if let Some(n) = &name {
                 if !is_identifier(n) {
@@ -221,6 +236,17 @@ impl MeshConfig {
                     });
             let description = d.string("description").unwrap_or_default();
             let owner = d.string("owner").unwrap_or_default();
+            let storage = d.string_map("storage").unwrap_or_default();
+            let credentials_env = d.string_map("credentials_env").unwrap_or_default();
+            let secrets_file = d.string("secrets_file").map(|p| base_dir.join(p));
+            for key in storage.keys() {
+                if is_credential_key(key) {
+                    d.problem(
+                        &format!("storage.{key}"),
+                        "credentials do not belong in the configuration file: use credentials_env or secrets_file",
+                    );
+                }
+            }
             if let (Some(name), Some(bucket)) = (name, bucket) {
                 domains.push((
                     path,
@@ -229,7 +255,25 @@ impl MeshConfig {
                         bucket,
                         description,
                         owner,
+                        storage,
+                        credentials_env,
+                        secrets_file,
                     },
+                ));
+            }
+        }
+        // Each domain owns its bucket: one object store (and one set of credentials) per bucket.
+        for (i, (path, d)) in domains.iter().enumerate() {
+            if d.bucket.scheme() == "file" {
+                continue;
+            }
+            if let Some((_, other)) = domains[..i].iter().find(|(_, o)| {
+                o.bucket.scheme() == d.bucket.scheme() && o.bucket.host_str() == d.bucket.host_str()
+            }) {
+                problems.borrow_mut().push(Problem::new(
+                    file,
+                    format!("{path}.bucket"),
+                    format!("domains `{}` and `{}` share the bucket {}://{}; give each domain its own bucket", other.name, d.name, d.bucket.scheme(), d.bucket.host_str().unwrap_or("")),
                 ));
             }
         }
@@ -390,6 +434,23 @@ fn resolve_bucket(base_dir: &Path, bucket: &str) -> Result<Url, String> {
     let path = normalize(&path);
     Url::from_directory_path(&path)
         .map_err(|()| format!("`{}` is not a usable directory path", path.display()))
+}
+
+/// Option names that carry secrets; they must come from the environment or a secrets file.
+fn is_credential_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "token",
+        "access_key",
+        "account_key",
+        "sas",
+        "service_account_key",
+        "client_secret",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// Removes `.` and `..` components without touching the file system.

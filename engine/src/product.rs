@@ -207,11 +207,25 @@ async fn resolve_delta(
         let p = table_url.path().trim_end_matches('/').to_string();
         table_url.set_path(&p);
     }
-    let table = match as_of {
-        None => deltalake::open_table(table_url).await,
-        Some(AsOf::Version(v)) => deltalake::open_table_with_version(table_url, *v).await,
-        Some(AsOf::Timestamp(ts)) => deltalake::open_table_with_ds(table_url, ts).await,
+    let table = async {
+        let mut builder = deltalake::DeltaTableBuilder::from_url(table_url.clone())?;
+        if table_url.scheme() != "file" {
+            // Remote buckets: read through the domain's own store (its credentials, timeouts).
+            let store_url = ObjectStoreUrl::parse(&table_url[..url::Position::BeforePath])
+                .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
+            let store = runtime
+                .object_store(&store_url)
+                .map_err(|e| deltalake::DeltaTableError::Generic(e.to_string()))?;
+            builder = builder.with_storage_backend(store, table_url.clone());
+        }
+        builder = match as_of {
+            None => builder,
+            Some(AsOf::Version(v)) => builder.with_version(*v),
+            Some(AsOf::Timestamp(ts)) => builder.with_datestring(ts)?,
+        };
+        builder.load().await
     }
+    .await
     .map_err(|e| match as_of {
         None => format!("cannot open Delta table at {url}: {e}"),
         Some(AsOf::Version(v)) => {
