@@ -125,5 +125,18 @@ export MESHQL_BIN
 echo "MESHQL_BIN=$MESHQL_BIN"
 "$MESHQL_VENV/bin/python" -m pytest tests/python -q "$@"
 
+# ---------------------------------------------------------------------------------------------
+# TPC-H harness smoke run (benches/tpch): SF 0.01, one iteration, every engine that installs,
+# with the debug binaries built above, in its own virtualenv (benches/tpch/requirements.txt,
+# $MESHQL_BENCH_VENV). Fails only if it cannot run or a meshql answer differs from the
+# reference engine's; timings are never asserted. Skip with MESHQL_SKIP_BENCH_SMOKE=1.
+section "TPC-H harness smoke (benches/tpch/bench.sh --smoke)"
+if [[ "${MESHQL_SKIP_BENCH_SMOKE:-0}" == "1" ]]; then
+  echo "skipped (MESHQL_SKIP_BENCH_SMOKE=1)"
+else
+  MESHQL_BENCH_PROFILE=debug MESHQL_BENCH_SKIP_BUILD=1 timeout 900 benches/tpch/bench.sh --smoke \
+    --data "$CARGO_TARGET_DIR/tpch-smoke-data" --out "$CARGO_TARGET_DIR/tpch-smoke-results"
+fi
+
 CURRENT_STEP="done"
 printf '\n==> All checks passed in %ds\n' "$((SECONDS - START_SECONDS))"
