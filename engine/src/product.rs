@@ -197,11 +197,13 @@ async fn resolve_parquet(
     Ok(Arc::new(table))
 }
 
-async fn resolve_delta(
+/// Opens a Delta table (at a version or time when asked), through the domain's own store for
+/// remote buckets.
+pub(crate) async fn open_delta(
     runtime: &Arc<RuntimeEnv>,
     url: &Url,
     as_of: Option<&AsOf>,
-) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), String> {
+) -> std::result::Result<deltalake::DeltaTable, String> {
     let mut table_url = url.clone();
     if table_url.path().ends_with('/') {
         let p = table_url.path().trim_end_matches('/').to_string();
@@ -235,6 +237,15 @@ async fn resolve_delta(
             format!("cannot read the Delta table at {url} as of {ts}: {e}")
         }
     })?;
+    Ok(table)
+}
+
+async fn resolve_delta(
+    runtime: &Arc<RuntimeEnv>,
+    url: &Url,
+    as_of: Option<&AsOf>,
+) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), String> {
+    let table = open_delta(runtime, url, as_of).await?;
     let log_store = table.log_store();
     let root = log_store.root_url();
     let store_url =

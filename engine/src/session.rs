@@ -24,7 +24,7 @@ use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
 use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
-use crate::system::{system_schema, SYSTEM_SCHEMA};
+use crate::system::{system_schema, SystemSchema, SYSTEM_SCHEMA};
 use datafusion::catalog::SchemaProvider;
 use std::time::Instant;
 
@@ -274,7 +274,7 @@ pub struct QuerySession {
     engine: MeshEngine,
     principal: Principal,
     ctx: SessionContext,
-    system: Arc<dyn SchemaProvider>,
+    system: Arc<SystemSchema>,
     reads: Arc<ReadLog>,
 }
 
@@ -324,7 +324,12 @@ impl QuerySession {
                 .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
         };
         let audit_records = engine.inner.audit.visible_to(&principal);
-        let system = system_schema(&mesh, &visible_columns, audit_records)?;
+        let system = system_schema(
+            &mesh,
+            &engine.inner.runtime,
+            &visible_columns,
+            audit_records,
+        )?;
         let reads = Arc::new(ReadLog::default());
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
@@ -337,7 +342,10 @@ impl QuerySession {
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
             MESH_CATALOG,
-            Arc::new(MeshCatalog::new(shared, Arc::clone(&system))),
+            Arc::new(MeshCatalog::new(
+                shared,
+                Arc::clone(&system) as Arc<dyn SchemaProvider>,
+            )),
         );
         Ok(Self {
             engine,
@@ -413,7 +421,8 @@ impl QuerySession {
             });
         }
         for name in self.system.table_names() {
-            if let Some(t) = self.system.table(&name).await? {
+            if let Some(t) = self.system.schema_of(&name) {
+                let t = TableSchemaOnly(t);
                 out.push(TableInfo {
                     catalog: MESH_CATALOG.to_string(),
                     schema: SYSTEM_SCHEMA.to_string(),
@@ -620,5 +629,14 @@ impl Stream for AuditedStream {
             std::task::Poll::Pending => {}
         }
         polled
+    }
+}
+
+/// A schema standing in for a system table when only its shape is needed.
+struct TableSchemaOnly(SchemaRef);
+
+impl TableSchemaOnly {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.0)
     }
 }

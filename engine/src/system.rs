@@ -1,12 +1,28 @@
 //! The `meshql` system schema: the catalog itself as tables (`domains`, `products`,
-//! `columns`), built from the manifests for the calling principal.
+//! `columns`, `audit`), built from the manifests for the calling principal.
+//!
+//! `meshql.products` also shows each product's freshness: its current Delta version (or Parquet
+//! file count), when its data last changed, its contract's freshness SLA and whether the SLA is
+//! met now. Only querying that table reads storage (listing files, the Delta log); listing
+//! tables and every metadata call answer from the catalog alone.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{MemTable, MemorySchemaProvider, SchemaProvider};
-use meshql_catalog::Mesh;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::array::TimestampMicrosecondArray;
+use arrow::datatypes::{SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use futures::StreamExt;
+use meshql_catalog::{Format, Mesh};
+use object_store::ObjectStoreExt;
 
 use crate::audit::AuditRecord;
 use crate::error::{EngineError, Result};
@@ -35,12 +51,17 @@ fn s(name: &str, nullable: bool) -> Field {
 /// Builds the system schema for `mesh`, listing the products and columns `visible_columns`
 /// returns (None: the product is invisible; Some(columns): its visible columns).
 pub(crate) fn system_schema(
-    mesh: &Mesh,
+    mesh: &Arc<Mesh>,
+    runtime: &Arc<RuntimeEnv>,
     visible_columns: &dyn Fn(&str, &str) -> Option<Vec<String>>,
     audit: Vec<AuditRecord>,
-) -> Result<Arc<dyn SchemaProvider>> {
+) -> Result<Arc<SystemSchema>> {
     let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
-    let schema = MemorySchemaProvider::new();
+    let mut schema = SystemSchema {
+        tables: BTreeMap::new(),
+        mesh: Arc::clone(mesh),
+        runtime: Arc::clone(runtime),
+    };
     let domains: Vec<_> = mesh
         .domains
         .iter()
@@ -200,9 +221,243 @@ pub(crate) fn system_schema(
         ("columns", columns_table),
         ("audit", audit_table),
     ] {
-        schema
-            .register_table(name.to_string(), t)
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        schema.tables.insert(name.to_string(), t);
     }
     Ok(Arc::new(schema))
+}
+
+/// How long one product's freshness check may take before it is reported unavailable.
+const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The system schema of one session.
+#[derive(Debug)]
+pub(crate) struct SystemSchema {
+    tables: BTreeMap<String, Arc<MemTable>>,
+    mesh: Arc<Mesh>,
+    runtime: Arc<RuntimeEnv>,
+}
+
+fn freshness_fields() -> Vec<Field> {
+    vec![
+        Field::new("data_version", DataType::Int64, true),
+        Field::new("files", DataType::Int64, true),
+        Field::new(
+            "last_modified",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("sla_met", DataType::Boolean, true),
+        s("status", false),
+    ]
+}
+
+impl SystemSchema {
+    /// The schema of a system table, without reading anything.
+    pub(crate) fn schema_of(&self, name: &str) -> Option<SchemaRef> {
+        let t = self.tables.get(name)?;
+        if name == "products" {
+            let mut fields: Vec<Field> = t
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.extend(freshness_fields());
+            Some(Arc::new(Schema::new(fields)))
+        } else {
+            Some(t.schema())
+        }
+    }
+
+    /// `meshql.products` with freshness, checked now (products in parallel, each bounded).
+    async fn products_with_freshness(&self) -> Result<Arc<MemTable>> {
+        let base = self
+            .tables
+            .get("products")
+            .ok_or_else(|| EngineError::Internal("no products table".into()))?;
+        let batches = datafusion::physical_plan::collect(
+            base.scan(
+                &datafusion::execution::context::SessionContext::new().state(),
+                None,
+                &[],
+                None,
+            )
+            .await
+            .map_err(EngineError::from_datafusion)?,
+            Arc::new(datafusion::execution::TaskContext::default()),
+        )
+        .await
+        .map_err(EngineError::from_datafusion)?;
+        let Some(batch) = batches.into_iter().next() else {
+            return Err(EngineError::Internal("empty products table".into()));
+        };
+        use arrow::array::AsArray;
+        let domains = batch.column(0).as_string::<i32>().clone();
+        let names = batch.column(1).as_string::<i32>().clone();
+        let checks = (0..batch.num_rows()).map(|i| {
+            let (d, n) = (domains.value(i).to_string(), names.value(i).to_string());
+            async move {
+                match tokio::time::timeout(FRESHNESS_TIMEOUT, self.freshness(&d, &n)).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        Freshness::unavailable("timed out reading the product's storage".into())
+                    }
+                }
+            }
+        });
+        let fresh: Vec<Freshness> = futures::future::join_all(checks).await;
+        let now_us = chrono::Utc::now().timestamp_micros();
+        let sla_met: Vec<Option<bool>> = (0..batch.num_rows())
+            .map(|i| {
+                let p = self.mesh.product(domains.value(i), names.value(i))?;
+                let (_, secs) = p.manifest.sla.freshness.as_ref()?;
+                let last = fresh[i].last_modified_us?;
+                Some(now_us - last <= *secs as i64 * 1_000_000)
+            })
+            .collect();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(Int64Array::from(
+            fresh.iter().map(|f| f.version).collect::<Vec<_>>(),
+        )));
+        columns.push(Arc::new(Int64Array::from(
+            fresh.iter().map(|f| f.files).collect::<Vec<_>>(),
+        )));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(
+                fresh.iter().map(|f| f.last_modified_us).collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ));
+        columns.push(Arc::new(BooleanArray::from(sla_met)));
+        columns.push(strings(fresh.iter().map(|f| Some(f.status.as_str()))));
+        let schema = self
+            .schema_of("products")
+            .ok_or_else(|| EngineError::Internal("no products schema".into()))?;
+        let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        table(fields, columns)
+    }
+
+    async fn freshness(&self, domain: &str, product: &str) -> Freshness {
+        let (Some(d), Some(p)) = (self.mesh.domain(domain), self.mesh.product(domain, product))
+        else {
+            return Freshness::unavailable("unknown product".into());
+        };
+        let url = match crate::product::product_url(d, p) {
+            Ok(u) => u,
+            Err(e) => return Freshness::unavailable(e.to_string()),
+        };
+        match p.manifest.format {
+            Format::Delta => match crate::product::open_delta(&self.runtime, &url, None).await {
+                Err(e) => Freshness::unavailable(e),
+                Ok(table) => {
+                    let files = table.get_file_uris().map(|f| f.count() as i64).ok();
+                    let last = match table.history(Some(1)).next().await {
+                        Some(Ok(commit)) => commit.timestamp.map(|ms| ms * 1000),
+                        _ => None,
+                    };
+                    Freshness {
+                        version: table.version().and_then(|v| i64::try_from(v).ok()),
+                        files,
+                        last_modified_us: last,
+                        status: "ok".into(),
+                    }
+                }
+            },
+            Format::Parquet => {
+                let store = match ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
+                    .map_err(|e| e.to_string())
+                    .and_then(|u| self.runtime.object_store(&u).map_err(|e| e.to_string()))
+                {
+                    Ok(s) => s,
+                    Err(e) => return Freshness::unavailable(e),
+                };
+                let path = match object_store::path::Path::from_url_path(url.path()) {
+                    Ok(p) => p,
+                    Err(e) => return Freshness::unavailable(e.to_string()),
+                };
+                if let Ok(meta) = store.head(&path).await {
+                    return Freshness {
+                        version: None,
+                        files: Some(1),
+                        last_modified_us: Some(meta.last_modified.timestamp_micros()),
+                        status: "ok".into(),
+                    };
+                }
+                let mut files = 0i64;
+                let mut last: Option<i64> = None;
+                let mut listing = store.list(Some(&path));
+                while let Some(item) = listing.next().await {
+                    match item {
+                        Ok(meta) if meta.location.as_ref().ends_with(".parquet") => {
+                            files += 1;
+                            let t = meta.last_modified.timestamp_micros();
+                            last = Some(last.map_or(t, |l: i64| l.max(t)));
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Freshness::unavailable(e.to_string()),
+                    }
+                }
+                if files == 0 {
+                    return Freshness::unavailable(format!("no Parquet files at {url}"));
+                }
+                Freshness {
+                    version: None,
+                    files: Some(files),
+                    last_modified_us: last,
+                    status: "ok".into(),
+                }
+            }
+        }
+    }
+}
+
+/// What a product's storage says about its freshness.
+struct Freshness {
+    version: Option<i64>,
+    files: Option<i64>,
+    last_modified_us: Option<i64>,
+    status: String,
+}
+
+impl Freshness {
+    fn unavailable(message: String) -> Self {
+        Self {
+            version: None,
+            files: None,
+            last_modified_us: None,
+            status: format!("unavailable: {message}"),
+        }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.tables.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == "products" {
+            return Ok(Some(
+                self.products_with_freshness().await? as Arc<dyn TableProvider>,
+            ));
+        }
+        Ok(self
+            .tables
+            .get(name)
+            .map(|t| Arc::clone(t) as Arc<dyn TableProvider>))
+    }
+
+    async fn table_type(
+        &self,
+        name: &str,
+    ) -> DfResult<Option<datafusion::logical_expr::TableType>> {
+        Ok(self
+            .table_exist(name)
+            .then_some(datafusion::logical_expr::TableType::Base))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
+    }
 }

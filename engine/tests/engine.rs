@@ -1048,3 +1048,57 @@ async fn delta_time_travel_with_the_same_policies() {
     let _: Vec<RecordBatch> = s.try_collect().await.unwrap();
     assert_eq!(session.reads()[0].delta_version, Some(0));
 }
+
+#[tokio::test]
+async fn products_show_freshness_and_sla() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    // Age inventory.stock's files by ten days: its SLA is one hour.
+    let ten_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400);
+    for entry in std::fs::read_dir(dir.path().join("buckets/inventory/stock")).unwrap() {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(entry.unwrap().path())
+            .unwrap();
+        f.set_modified(ten_days_ago).unwrap();
+    }
+    let b = query(
+        &engine,
+        "SELECT domain || '.' || name, data_version, files, freshness_sla, sla_met, status, \
+         last_modified IS NOT NULL FROM meshql.products ORDER BY 1",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<String> = (0..b[0].num_rows())
+        .map(|i| {
+            (0..b[0].num_columns())
+                .map(|c| arrow::util::display::array_value_to_string(b[0].column(c), i).unwrap())
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "customers.customers||1|7d|true|ok|true",
+            "inventory.stock||1|1h|false|ok|true",
+            "marketing.leads|0|1|24h|true|ok|true",
+            "sales.order_items||3|24h|true|ok|true",
+            "sales.orders|1|2|24h|true|ok|true",
+            "shipping.shipments|0|1|6h|true|ok|true",
+        ]
+    );
+    // A product whose data is gone says so, and the table still answers.
+    std::fs::remove_dir_all(dir.path().join("buckets/marketing/leads")).unwrap();
+    let b = query(
+        &engine,
+        "SELECT status FROM meshql.products WHERE name = 'leads'",
+    )
+    .await
+    .unwrap();
+    assert!(
+        strings(&b, 0)[0].starts_with("unavailable: "),
+        "{:?}",
+        strings(&b, 0)
+    );
+}
