@@ -18,6 +18,9 @@ pub const ENV_PREFIX: &str = "MESHQL__";
 /// Default limit of one gRPC message (16 MiB, what ADBC and JDBC use).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default `catalog.refresh_interval`: new Delta commits are visible within this many seconds.
+pub(crate) const DEFAULT_REFRESH_INTERVAL_SECS: u64 = 5;
+
 /// Default address `meshql serve` binds.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 
@@ -32,6 +35,9 @@ pub struct MeshConfig {
     pub server: ServerConfig,
     /// Directory holding one folder of product manifests per domain.
     pub catalog_dir: PathBuf,
+    /// How long a product's Delta snapshot is reused before checking for new commits, in
+    /// seconds (0: check on every query). New Parquet files are seen by the next query.
+    pub refresh_interval_secs: u64,
     pub domains: Vec<DomainConfig>,
     pub users: Vec<UserConfig>,
     pub audit: AuditConfig,
@@ -189,10 +195,20 @@ impl MeshConfig {
             },
         };
 
+        let mut refresh_interval_secs = DEFAULT_REFRESH_INTERVAL_SECS;
         let catalog_dir = match f.table("catalog") {
             Some(t) => {
                 let mut c = Fields::new(file, "catalog", t, &problems);
-                c.known(&["dir"]);
+                c.known(&["dir", "refresh_interval"]);
+                if let Some(v) = t.get("refresh_interval") {
+                    refresh_interval_secs = match v {
+                        toml::Value::Integer(0) => 0,
+                        toml::Value::String(s) if s.trim() == "0" || s.trim() == "0s" => 0,
+                        _ => c
+                            .duration_secs("refresh_interval")
+                            .unwrap_or(DEFAULT_REFRESH_INTERVAL_SECS),
+                    };
+                }
                 c.required_string("dir").map(|d| base_dir.join(d))
             }
             None => {
@@ -385,6 +401,7 @@ impl MeshConfig {
                 file: file.to_path_buf(),
                 server,
                 catalog_dir,
+                refresh_interval_secs,
                 domains: domains.into_iter().map(|(_, d)| d).collect(),
                 users: users.into_iter().map(|(_, u)| u).collect(),
                 audit,

@@ -7,6 +7,7 @@
 mod audit;
 mod buckets;
 mod contract;
+mod delta_cache;
 pub mod demo;
 mod error;
 pub mod output;

@@ -31,6 +31,7 @@ use object_store::ObjectStoreExt;
 use url::Url;
 
 use crate::contract::bind_columns;
+use crate::delta_cache::DeltaCache;
 use crate::error::{EngineError, Result};
 use crate::policy::SecuredView;
 use crate::policy_exec::PolicyExec;
@@ -64,6 +65,7 @@ pub(crate) async fn resolve_product(
     domain: &Domain,
     product: &Product,
     as_of: Option<&AsOf>,
+    cache: Option<&DeltaCache>,
 ) -> Result<ResolvedProduct> {
     let name = product.qualified_name();
     let url = product_url(domain, product)?;
@@ -86,7 +88,7 @@ pub(crate) async fn resolve_product(
             None,
         ),
         Format::Delta => {
-            let (p, v) = resolve_delta(runtime, &url, as_of)
+            let (p, v) = resolve_delta(runtime, &url, as_of, cache)
                 .await
                 .map_err(unavailable)?;
             (p, v)
@@ -146,7 +148,9 @@ pub(crate) async fn check_product(
     let url = product_url(domain, product).map_err(|e| vec![e.to_string()])?;
     let raw = match product.manifest.format {
         Format::Parquet => resolve_parquet(runtime, config, &url).await,
-        Format::Delta => resolve_delta(runtime, &url, None).await.map(|(p, _)| p),
+        Format::Delta => resolve_delta(runtime, &url, None, None)
+            .await
+            .map(|(p, _)| p),
     }
     .map_err(|m| vec![format!("data unavailable: {m}")])?;
     bind_columns(&product.manifest, raw.schema().as_ref())
@@ -244,8 +248,12 @@ async fn resolve_delta(
     runtime: &Arc<RuntimeEnv>,
     url: &Url,
     as_of: Option<&AsOf>,
+    cache: Option<&DeltaCache>,
 ) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), String> {
-    let table = open_delta(runtime, url, as_of).await?;
+    let table = match (as_of, cache) {
+        (None, Some(cache)) => cache.latest(runtime, url).await?,
+        _ => open_delta(runtime, url, as_of).await?,
+    };
     let log_store = table.log_store();
     let root = log_store.root_url();
     let store_url =

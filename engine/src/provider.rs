@@ -13,6 +13,7 @@ use datafusion::logical_expr::TableType;
 use datafusion::prelude::SessionConfig;
 use meshql_catalog::{Domain, Mesh, Principal};
 
+use crate::delta_cache::DeltaCache;
 use crate::policy::compile;
 use crate::product::{resolve_product, ProductTable, ReadLog};
 use crate::system::SYSTEM_SCHEMA;
@@ -31,6 +32,7 @@ pub(crate) struct SessionShared {
     /// Used to parse policy expressions (functions, types); holds no mesh catalog.
     pub(crate) state: SessionState,
     pub(crate) reads: Arc<ReadLog>,
+    pub(crate) delta_cache: Arc<DeltaCache>,
 }
 
 impl SessionShared {
@@ -137,6 +139,7 @@ impl SchemaProvider for DomainSchema {
             &self.domain,
             product,
             as_of.as_ref(),
+            Some(&shared.delta_cache),
         )
         .await?;
         let secured = if access.is_unrestricted(&product.manifest) {

@@ -19,6 +19,7 @@ use meshql_catalog::{Mesh, Principal};
 
 use crate::audit::AuditLog;
 use crate::contract::contract_schema;
+use crate::delta_cache::DeltaCache;
 use crate::error::{EngineError, Result};
 use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
@@ -65,6 +66,7 @@ struct Inner {
     /// `(product, location prefix)`, to attribute storage errors to the product they concern.
     locations: Vec<(String, String)>,
     audit: Arc<AuditLog>,
+    delta_cache: Arc<DeltaCache>,
 }
 
 impl MeshEngine {
@@ -99,6 +101,9 @@ impl MeshEngine {
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
+                delta_cache: Arc::new(DeltaCache::new(std::time::Duration::from_secs(
+                    mesh.config.refresh_interval_secs,
+                ))),
                 mesh: Arc::new(mesh),
                 runtime,
                 options,
@@ -338,6 +343,7 @@ impl QuerySession {
             principal: principal.clone(),
             state: state.clone(),
             reads: Arc::clone(&reads),
+            delta_cache: Arc::clone(&engine.inner.delta_cache),
         });
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(

@@ -1102,3 +1102,85 @@ async fn products_show_freshness_and_sla() {
         strings(&b, 0)
     );
 }
+
+#[tokio::test]
+async fn new_data_becomes_visible_within_the_refresh_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    let config = dir.path().join("meshql.toml");
+    let with_interval = |interval: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = set_refresh_interval(&text, interval);
+        std::fs::write(&config, text).unwrap();
+        MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap()
+    };
+    let cached = with_interval("1h");
+    let live = with_interval("0");
+    let count = |e: MeshEngine| async move {
+        single_i64(
+            &query(&e, "SELECT count(*) FROM sales.orders")
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(count(cached.clone()).await, 5000);
+    assert_eq!(count(live.clone()).await, 5000);
+    // A new commit of 10 orders.
+    let batches = query(&cached, "SELECT order_id + 100000 AS order_id, customer_id, order_ts, status, total_amount, region FROM sales.orders LIMIT 10")
+        .await
+        .unwrap();
+    let url = url::Url::from_directory_path(dir.path().join("buckets/sales/orders")).unwrap();
+    deltalake::DeltaTable::try_from_url(url)
+        .await
+        .unwrap()
+        .write(batches)
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(
+        count(cached.clone()).await,
+        5000,
+        "within the interval the cached snapshot is used"
+    );
+    assert_eq!(
+        count(live.clone()).await,
+        5010,
+        "interval 0 checks the log on every query"
+    );
+    assert_eq!(
+        single_i64(
+            &query(&live, "SELECT count(*) FROM sales.orders VERSION AS OF 1")
+                .await
+                .unwrap()
+        ),
+        5000
+    );
+    // New Parquet files are seen by the next query.
+    let items = dir.path().join("buckets/sales/order_items");
+    std::fs::copy(
+        items.join("order_items-000.parquet"),
+        items.join("order_items-003.parquet"),
+    )
+    .unwrap();
+    let n = single_i64(
+        &query(
+            &cached,
+            "SELECT count(*) FROM sales.order_items WHERE order_id = 1",
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(n >= 2, "the copied file's rows are visible: {n}");
+}
+
+fn set_refresh_interval(config: &str, interval: &str) -> String {
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("refresh_interval"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    without.replace(
+        "dir = \"catalog\"\n",
+        &format!("dir = \"catalog\"\nrefresh_interval = \"{interval}\"\n"),
+    )
+}

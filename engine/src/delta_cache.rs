@@ -1,0 +1,63 @@
+//! Delta snapshot cache: a product's latest Delta snapshot is kept and reused for
+//! `catalog.refresh_interval`; after that the next query brings it up to date incrementally
+//! (reading only the new commits), instead of replaying the log on every query.
+//! Time-travel reads bypass the cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::execution::runtime_env::RuntimeEnv;
+use deltalake::DeltaTable;
+use url::Url;
+
+use crate::product::open_delta;
+
+#[derive(Debug)]
+pub(crate) struct DeltaCache {
+    refresh: Duration,
+    tables: Mutex<HashMap<String, (DeltaTable, Instant)>>,
+}
+
+impl DeltaCache {
+    pub(crate) fn new(refresh: Duration) -> Self {
+        Self {
+            refresh,
+            tables: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The latest snapshot of the Delta table at `url`, at most `refresh` old.
+    pub(crate) async fn latest(
+        &self,
+        runtime: &Arc<RuntimeEnv>,
+        url: &Url,
+    ) -> Result<DeltaTable, String> {
+        let key = url.to_string();
+        let cached = self
+            .tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let table = match cached {
+            Some((table, at)) if at.elapsed() < self.refresh => return Ok(table),
+            Some((mut table, _)) => match table.update_incremental(None).await {
+                Ok(()) => table,
+                Err(e) => {
+                    self.tables
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    return Err(format!("cannot refresh the Delta table at {url}: {e}"));
+                }
+            },
+            None => open_delta(runtime, url, None).await?,
+        };
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (table.clone(), Instant::now()));
+        Ok(table)
+    }
+}
