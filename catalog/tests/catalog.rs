@@ -108,3 +108,49 @@ fn missing_config_is_an_io_error_naming_the_file() {
     assert!(matches!(err, CatalogError::Io { .. }));
     assert!(err.to_string().contains("/no/such/meshql.toml"));
 }
+
+#[test]
+fn the_storage_doc_config_is_valid() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/storage.md"))
+        .unwrap();
+    let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let config = meshql_catalog::MeshConfig::parse(
+        Path::new("/etc/meshql/meshql.toml"),
+        text,
+        std::iter::empty(),
+    )
+    .unwrap_or_else(|p| panic!("{p:#?}"));
+    let schemes: Vec<&str> = config.domains.iter().map(|d| d.bucket.scheme()).collect();
+    assert_eq!(schemes, ["s3", "gs", "az", "file"]);
+    assert_eq!(config.refresh_interval_secs, 5);
+    assert_eq!(
+        config.domain("sales").unwrap().credentials_env["secret_access_key"],
+        "SALES_AWS_SECRET_ACCESS_KEY"
+    );
+}
+
+#[test]
+fn secrets_in_the_config_file_are_refused() {
+    let text = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"s3://b/\"\nstorage = { secret_access_key = \"x\" }\n";
+    let problems =
+        meshql_catalog::MeshConfig::parse(Path::new("/m.toml"), text, std::iter::empty())
+            .unwrap_err();
+    assert_eq!(
+        problems[0].field, "domains[0].storage.secret_access_key",
+        "{problems:#?}"
+    );
+    assert!(
+        problems[0].message.contains("credentials_env"),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn two_domains_cannot_share_a_bucket() {
+    let text = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"a\"\nbucket = \"s3://b/one/\"\n[[domains]]\nname = \"z\"\nbucket = \"s3://b/two/\"\n";
+    let problems =
+        meshql_catalog::MeshConfig::parse(Path::new("/m.toml"), text, std::iter::empty())
+            .unwrap_err();
+    assert_eq!(problems[0].field, "domains[1].bucket", "{problems:#?}");
+}
