@@ -185,28 +185,25 @@ impl Authenticator {
     /// Fails when `[auth.jwt]` names a secret or key that cannot be loaded.
     pub fn try_new(config: &MeshConfig) -> Result<Self, String> {
         let jwt = config.jwt.as_ref().map(JwtVerifier::try_new).transpose()?;
-        Ok(Self {
-            users: config
-                .users
-                .iter()
-                .map(|u| (u.name.clone(), u.clone()))
-                .collect(),
-            tokens: Mutex::new(HashMap::new()),
-            ttl: Duration::from_secs(config.server.token_ttl_secs),
-            jwt,
-        })
+        Ok(Self::with_jwt(config, jwt))
     }
 
     /// Like [`Authenticator::try_new`], but a JWT setting that cannot be loaded disables JWT
     /// authentication (logged at warn) instead of failing; `meshql serve` checks it at start.
     pub fn new(config: &MeshConfig) -> Self {
-        let jwt = match config.jwt.as_ref().map(JwtVerifier::try_new).transpose() {
-            Ok(jwt) => jwt,
-            Err(e) => {
+        let jwt = config
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::try_new)
+            .transpose()
+            .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "JWT authentication disabled");
                 None
-            }
-        };
+            });
+        Self::with_jwt(config, jwt)
+    }
+
+    fn with_jwt(config: &MeshConfig, jwt: Option<JwtVerifier>) -> Self {
         Self {
             users: config
                 .users
