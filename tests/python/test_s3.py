@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Dict
 
@@ -143,6 +144,55 @@ def degraded_server(meshql_bin: Path, demo_dir: Path, uploaded: str, tmp_path_fa
     args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
     with running_server(meshql_bin, args, config, target) as srv:
         yield srv
+
+
+class FailingS3(BaseHTTPRequestHandler):
+    """An S3 endpoint that answers every request with one error status."""
+
+    status = 500
+    body = b"<Error><Code>InternalError</Code><Message>boom</Message></Error>"
+
+    def _fail(self) -> None:
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(self.body)
+
+    do_GET = do_HEAD = do_PUT = do_POST = _fail
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+
+def failing_endpoint(status: int, code: str):
+    handler = type(f"Failing{status}", (FailingS3,), {"status": status, "body": f"<Error><Code>{code}</Code><Message>refused</Message></Error>".encode()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server
+
+
+@pytest.mark.parametrize("status,code", [(403, "InvalidAccessKeyId"), (503, "SlowDown"), (500, "InternalError")])
+def test_bad_credentials_and_5xx_fail_only_their_domain(
+    meshql_bin: Path, demo_dir: Path, uploaded: str, tmp_path: Path, status: int, code: str
+) -> None:
+    stub = failing_endpoint(status, code)
+    try:
+        endpoints = {d: uploaded for d in DOMAINS}
+        endpoints["inventory"] = f"http://127.0.0.1:{stub.server_address[1]}"
+        config = s3_config(demo_dir, tmp_path, endpoints)
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+        with running_server(meshql_bin, args, config, tmp_path) as srv:
+            with connect(srv, "admin") as conn:
+                with pytest.raises(Exception) as info:
+                    rows(conn, "SELECT count(*) FROM inventory.stock")
+                assert "inventory.stock" in str(info.value), info.value
+                assert rows(conn, "SELECT count(*) AS n FROM sales.order_items")[0]["n"] > 0
+            assert PLANTED_SECRET not in srv.stderr()
+    finally:
+        stub.shutdown()
 
 
 def test_one_domain_down_does_not_stop_the_mesh(degraded_server) -> None:
