@@ -300,6 +300,44 @@ mod tests {
     }
 
     #[test]
+    fn credentials_come_from_the_secrets_file_and_named_env_vars_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("sales.toml");
+        std::fs::write(
+            &secrets,
+            "access_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"file-secret-value\"\n",
+        )
+        .unwrap();
+        let mut d = domain("s3://b/", &[("region", "us-east-1")]);
+        d.secrets_file = Some(secrets);
+        store_for_domain(&d).unwrap();
+        let creds = load_credentials(&d).unwrap();
+        assert_eq!(creds["secret_access_key"], "file-secret-value");
+        // A named variable that is not set is an error naming the option and the variable.
+        let mut d = domain("s3://b/", &[]);
+        d.credentials_env.insert(
+            "secret_access_key".into(),
+            "MESHQL_UNSET_TEST_VARIABLE".into(),
+        );
+        let err = store_for_domain(&d).unwrap_err();
+        assert!(
+            err.contains("credentials_env.secret_access_key")
+                && err.contains("MESHQL_UNSET_TEST_VARIABLE"),
+            "{err}"
+        );
+        // Redaction removes values from messages.
+        let opts: BTreeMap<String, String> = [(
+            "secret_access_key".to_string(),
+            "file-secret-value".to_string(),
+        )]
+        .into();
+        assert_eq!(
+            redact("bad key file-secret-value here", &opts),
+            "bad key <redacted> here"
+        );
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
