@@ -268,3 +268,61 @@ def test_zz_audit_file_recorded_every_query_of_the_suite(secure_server) -> None:
     assert denied, "refused attempts are audited"
     eu = [r for r in records if r["user"] == "eu_analyst" and r["outcome"] == "ok" and r["products"]]
     assert any("customers_own_region" in p["policies"] for r in eu for p in r["products"])
+
+
+def _rs256_token(private_key, claims: dict, kid: Optional[str] = None) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    header = {"alg": "RS256", "typ": "JWT"}
+    if kid:
+        header["kid"] = kid
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = private_key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def test_rs256_public_key_and_jwks(meshql_bin: Path, demo_dir: Path, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    mesh = tmp_path / "mesh"
+    shutil.copytree(demo_dir, mesh, ignore=shutil.ignore_patterns("audit"))
+    (mesh / "idp.pem").write_bytes(
+        pem_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    numbers = jwks_key.public_key().public_numbers()
+
+    def b64int(n: int) -> str:
+        return _b64(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+    (mesh / "jwks.json").write_text(
+        json.dumps({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": b64int(numbers.n), "e": b64int(numbers.e)}]})
+    )
+    config = mesh / "meshql.toml"
+    config.write_text(
+        config.read_text()
+        + '\n[auth.jwt]\nrs256_public_keys = ["idp.pem"]\njwks_file = "jwks.json"\naudiences = ["meshql"]\n'
+        + 'groups_claim = "roles"\n'
+    )
+    args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+    with running_server(meshql_bin, args, config, tmp_path) as srv:
+        good = {"sub": "rsa_user", "roles": "sales", "aud": "meshql", "exp": int(time.time()) + 600}
+        for token in (_rs256_token(pem_key, good), _rs256_token(jwks_key, good, kid="k1")):
+            with connect_with_token(srv, token) as conn:
+                assert "sales.orders" in objects(conn)
+                assert "inventory.stock" not in objects(conn)
+        for token in (
+            _rs256_token(stranger, good),
+            _rs256_token(jwks_key, {**good, "aud": "other"}, kid="k1"),
+            _rs256_token(pem_key, {**good, "exp": int(time.time()) - 3600}),
+        ):
+            with pytest.raises(Exception) as info:
+                with connect_with_token(srv, token) as conn:
+                    run(conn, "SELECT 1")
+            assert "unauthenticated" in str(info.value).lower(), info.value
