@@ -162,6 +162,7 @@ class MeshqlInProcess:
     def run(self, qid, sql: str, want_answer: bool = True):
         out = os.path.join(self.tmp, f"q{qid}.arrow") if want_answer else None
         answer = self.request(sql, out)
+        self.last_plan_seconds = answer.get("plan_seconds")
         table = None
         if out:
             with pa.memory_map(out) as source:

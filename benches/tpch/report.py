@@ -109,6 +109,16 @@ def markdown(doc, chart_path: str) -> str:
         if r:
             lines.append(f"| {label} | **{geomean(r.values()):.2f}** | {min(r.values()):.2f} | "
                          f"{max(r.values()):.2f} | {len(r)} |")
+    inproc = qs.get("meshql-inproc", {})
+    shares = [statistics.median(r["plan_times"]) / statistics.median(r["times"])
+              for r in inproc.values() if ok(r) and r.get("plan_times") and r.get("times")]
+    plans = [statistics.median(r["plan_times"]) for r in inproc.values()
+             if ok(r) and r.get("plan_times")]
+    if plans:
+        lines += ["", f"meshql in-process time to first stream (session, catalog resolution, "
+                  f"policies, planning): median {statistics.median(plans) * 1e3:.1f} ms per query, "
+                  f"max {max(plans) * 1e3:.1f} ms; median share of the query's time "
+                  f"{statistics.median(shares):.0%}."]
     ex = doc.get("extras", {})
     s = ex.get("streaming", {})
     if s:

@@ -139,6 +139,9 @@ def run_queries(args, engines: dict, queries: list[int]) -> dict:
                     answers[label][q] = table
                 if timed:
                     r["times"].append(seconds)
+                    plan = getattr(engines[label], "last_plan_seconds", None)
+                    if plan is not None:
+                        r.setdefault("plan_times", []).append(plan)
                 if seconds > args.max_seconds:
                     r["capped"] = True
                 line.append(f"{label}={seconds:.3f}s")
@@ -146,8 +149,24 @@ def run_queries(args, engines: dict, queries: list[int]) -> dict:
     return results, answers
 
 
+def checker_self_test(answers: dict, reference: str) -> None:
+    """The cross-check must catch a wrong answer: perturb one reference answer and expect a
+    difference (a checker that accepts everything would make every run look right)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = answers.get(reference, {}).get(1)
+    if table is None or table.num_rows == 0:
+        return
+    col = table.column(2)  # Q1 sum_qty
+    wrong = table.set_column(2, table.field(2).name, pc.multiply(col.cast(pa.float64()), 1.01))
+    if diff(table, wrong) is None or diff(table, table.slice(1)) is None:
+        raise SystemExit("answer cross-check self-test failed: a wrong answer was accepted")
+
+
 def cross_check(results: dict, answers: dict, queries: list[int]) -> str:
     reference = "duckdb" if "duckdb" in answers else "meshql-inproc"
+    checker_self_test(answers, reference)
     for label in results:
         for q in queries:
             r = results[label][q]
