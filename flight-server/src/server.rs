@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use meshql_catalog::ServerConfig;
 use meshql_engine::MeshEngine;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::get_schema::flight_service;
 use crate::service::MeshFlightSqlService;
@@ -80,7 +79,12 @@ pub async fn serve_service(
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)
         .add_service(flight_service(service, max_message_bytes))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // `tcp_nodelay` above applies only to listeners tonic binds itself; set it on every
+        // accepted connection too, or small responses wait ~40 ms for delayed ACKs (Nagle).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
