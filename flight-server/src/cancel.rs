@@ -29,6 +29,8 @@ struct Entry {
 pub(crate) struct RunningQueries {
     next: AtomicU64,
     map: Mutex<HashMap<Bytes, Vec<Entry>>>,
+    /// Woken whenever a stream ends, so callers can wait for the server to go idle.
+    ended: tokio::sync::Notify,
 }
 
 impl RunningQueries {
@@ -79,6 +81,20 @@ impl RunningQueries {
         n
     }
 
+    /// Waits until no result stream is being sent.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Register before checking, so an end between the check and the wait is not missed.
+            ended.as_mut().enable();
+            if self.len() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+
     /// How many result streams are being sent.
     pub(crate) fn len(&self) -> usize {
         self.map
@@ -105,6 +121,8 @@ impl Drop for Guard {
                 map.remove(&self.ticket);
             }
         }
+        drop(map);
+        self.registry.ended.notify_waiters();
     }
 }
 

@@ -111,6 +111,11 @@ impl MeshFlightSqlService {
         self.running.len()
     }
 
+    /// Resolves once no query result is being streamed (for tests and graceful shutdown).
+    pub async fn idle(&self) {
+        self.running.idle().await
+    }
+
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         self.auth.authenticate(request.metadata())
     }
