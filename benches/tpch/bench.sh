@@ -39,7 +39,7 @@ if [[ "${MESHQL_BENCH_SKIP_BUILD:-0}" == "1" ]]; then
   echo "==> using the $PROFILE binaries already built (MESHQL_BENCH_SKIP_BUILD=1)"
 else
   echo "==> building meshql and tpch_inprocess ($PROFILE)"
-  cargo build "${cargo_profile[@]}" -p meshql-flight-server --bin meshql \
+  cargo build "${cargo_profile[@]}" -p meshql-cli --bin meshql \
     -p meshql-benches --bin tpch_inprocess
 fi
 for bin in meshql tpch_inprocess; do

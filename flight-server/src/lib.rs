@@ -1,7 +1,6 @@
-//! meshql's Arrow Flight SQL server: authentication, the Flight SQL service over the engine,
-//! and the server loop. The `meshql` binary (CLI) lives in `main.rs`.
+//! meshql's Arrow Flight SQL server: the Flight SQL service over the engine and the server loop.
+//! Authentication lives in `meshql-auth`, the `meshql` binary in `meshql-cli`.
 
-mod auth;
 mod cancel;
 mod get_schema;
 mod metadata;
@@ -13,8 +12,8 @@ mod sql_info;
 mod status;
 mod tls;
 
-pub use auth::Authenticator;
 pub use get_schema::{flight_service, MeshFlightService};
+pub use meshql_auth::Authenticator;
 pub use server::{
     bind, check_tls, local_addr, serve, serve_service, Result, ServerError,
     DEFAULT_MAX_MESSAGE_BYTES,

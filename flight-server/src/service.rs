@@ -36,7 +36,6 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Authenticator;
 use crate::cancel::RunningQueries;
 use crate::metadata;
 use crate::prepared::{
@@ -49,7 +48,8 @@ use crate::session_options::{
     CLOSE_SESSION, CLOSE_SESSION_CLOSED, GET_SESSION_OPTIONS, SCHEMA_OPTION, SET_SESSION_OPTIONS,
 };
 use crate::sql_info::{sql_info_data, xdbc_type_info_data};
-use crate::status::engine_status;
+use crate::status::{auth_status, engine_status};
+use meshql_auth::Authenticator;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 type DoActionStream =
@@ -117,7 +117,9 @@ impl MeshFlightSqlService {
     }
 
     fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        self.auth.authenticate(request.metadata())
+        self.auth
+            .authenticate(request.metadata().as_ref())
+            .map_err(auth_status)
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
@@ -439,7 +441,11 @@ impl FlightSqlService for MeshFlightSqlService {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let (token, _principal) = self.auth.handshake(request.metadata()).await?;
+        let (token, _principal) = self
+            .auth
+            .handshake(request.metadata().as_ref())
+            .await
+            .map_err(auth_status)?;
         let response = HandshakeResponse {
             protocol_version: 0,
             payload: Bytes::from(token.clone()),

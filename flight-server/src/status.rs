@@ -2,6 +2,7 @@
 //! engine error variant must be given a status here. User errors are logged at info, internal
 //! ones at warn.
 
+use meshql_auth::AuthError;
 use meshql_engine::EngineError;
 use tonic::Status;
 
@@ -23,5 +24,16 @@ pub(crate) fn engine_status(e: EngineError) -> Status {
         EngineError::Execution(_) => Status::invalid_argument(msg),
         EngineError::ResourcesExhausted(_) => Status::resource_exhausted(msg),
         EngineError::Internal(_) => Status::internal(msg),
+    }
+}
+
+/// Converts an authentication failure into the status a client receives.
+pub(crate) fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::Unauthenticated(msg) => Status::unauthenticated(msg),
+        e @ AuthError::PasswordCheck(_) => {
+            tracing::warn!(error = %e, "authentication failed");
+            Status::internal(e.to_string())
+        }
     }
 }

@@ -93,7 +93,7 @@ def meshql_bin() -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail(
             f"meshql binary not found at {path} (from {origin}). Build it with "
-            "`cargo build -p meshql-flight-server --bin meshql` or run scripts/test.sh.",
+            "`cargo build -p meshql-cli --bin meshql` or run scripts/test.sh.",
             pytrace=False,
         )
     return path.resolve()

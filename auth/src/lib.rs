@@ -1,5 +1,7 @@
-//! Authentication: HTTP Basic credentials checked against the configured users' argon2 hashes
-//! in the Flight handshake, answered with a bearer token that every other call must carry.
+//! meshql authentication, shared by every transport (Flight SQL over gRPC, HTTP): HTTP Basic
+//! credentials checked against the configured users' argon2 hashes, answered with a bearer token
+//! that every other call must carry. It reads `http::HeaderMap`s and returns [`Principal`]s or
+//! [`AuthError`]s, and knows nothing of tonic or axum: each transport maps the error itself.
 //!
 //! Tokens are random, kept server-side with their principal, and expire after the configured
 //! time. Basic credentials are accepted with padded (pyarrow, JDBC) and unpadded (ADBC/Go)
@@ -15,11 +17,10 @@ use base64::alphabet::STANDARD;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use http::HeaderMap;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use meshql_catalog::{verify_password, JwtConfig, MeshConfig, Principal, UserConfig};
 use rand::RngCore;
-use tonic::metadata::MetadataMap;
-use tonic::Status;
 
 /// Base64 that accepts input with or without padding.
 const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
@@ -29,6 +30,24 @@ const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
 
 /// Message for every failed login, so that it does not reveal which part was wrong.
 const BAD_CREDENTIALS: &str = "invalid user name or password";
+
+/// Why a request could not be authenticated.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Missing, malformed, wrong or expired credentials. The message is safe to show the
+    /// caller: it never says whether a user exists.
+    #[error("{0}")]
+    Unauthenticated(std::borrow::Cow<'static, str>),
+    /// The password check itself failed (its blocking task did not complete).
+    #[error("password check failed")]
+    PasswordCheck(#[source] tokio::task::JoinError),
+}
+
+impl AuthError {
+    fn unauthenticated(message: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        AuthError::Unauthenticated(message.into())
+    }
+}
 
 #[derive(Debug)]
 struct TokenEntry {
@@ -108,10 +127,10 @@ impl JwtVerifier {
         })
     }
 
-    fn verify(&self, token: &str) -> Result<Principal, Status> {
+    fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let invalid = |why: &str| {
             tracing::info!(reason = why, "JWT rejected");
-            Status::unauthenticated("invalid token; authenticate with the handshake first")
+            AuthError::unauthenticated("invalid token; authenticate with the handshake first")
         };
         let header = decode_header(token).map_err(|_| invalid("malformed header"))?;
         let keys: Vec<&DecodingKey> = match header.alg {
@@ -145,9 +164,9 @@ impl JwtVerifier {
             }
         }
         match last.map(|e| e.into_kind()) {
-            Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
-                Err(Status::unauthenticated("token expired; authenticate again"))
-            }
+            Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature) => Err(
+                AuthError::unauthenticated("token expired; authenticate again"),
+            ),
             Some(kind) => Err(invalid(&format!("{kind:?}"))),
             None => Err(invalid("no key")),
         }
@@ -220,17 +239,18 @@ impl Authenticator {
     /// a valid Bearer token is accepted as is. Returns the token to send back.
     pub async fn handshake(
         self: &Arc<Self>,
-        metadata: &MetadataMap,
-    ) -> Result<(String, Principal), Status> {
-        let header = authorization(metadata)?;
+        headers: &HeaderMap,
+    ) -> Result<(String, Principal), AuthError> {
+        let header = authorization(headers)?;
         if let Some(encoded) = strip_scheme(header, "Basic") {
-            let decoded = LENIENT_B64
-                .decode(encoded.trim())
-                .map_err(|_| Status::unauthenticated("malformed Basic credentials: not base64"))?;
-            let decoded = String::from_utf8(decoded)
-                .map_err(|_| Status::unauthenticated("malformed Basic credentials: not UTF-8"))?;
+            let decoded = LENIENT_B64.decode(encoded.trim()).map_err(|_| {
+                AuthError::unauthenticated("malformed Basic credentials: not base64")
+            })?;
+            let decoded = String::from_utf8(decoded).map_err(|_| {
+                AuthError::unauthenticated("malformed Basic credentials: not UTF-8")
+            })?;
             let (user, password) = decoded.split_once(':').ok_or_else(|| {
-                Status::unauthenticated("malformed Basic credentials: expected user:password")
+                AuthError::unauthenticated("malformed Basic credentials: expected user:password")
             })?;
             let principal = self.check_password(user, password).await?;
             let token = self.issue(principal.clone());
@@ -239,44 +259,71 @@ impl Authenticator {
             let principal = self.principal_for_token(token.trim())?;
             Ok((token.trim().to_string(), principal))
         } else {
-            Err(Status::unauthenticated(
+            Err(AuthError::unauthenticated(
                 "unsupported authorization scheme: use Basic or Bearer",
             ))
         }
     }
 
     /// The principal of a request carrying `authorization: Bearer <token>`.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
-        let header = authorization(metadata)?;
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        let header = authorization(headers)?;
         let token = strip_scheme(header, "Bearer").ok_or_else(|| {
-            Status::unauthenticated(
+            AuthError::unauthenticated(
                 "expected `authorization: Bearer <token>`; authenticate with the handshake first",
             )
         })?;
         self.principal_for_token(token.trim())
     }
 
+    /// Checks a user name and password (an HTTP login form, a Basic header) and issues a new
+    /// session token for the principal, usable as `authorization: Bearer <token>` on every
+    /// transport (and as the HTTP session cookie).
+    pub async fn login(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+    ) -> Result<(String, Principal), AuthError> {
+        let principal = self.check_password(user, password).await?;
+        let token = self.issue(principal.clone());
+        Ok((token, principal))
+    }
+
+    /// The principal of a session token issued by [`Authenticator::login`] or the handshake, or
+    /// of a JWT when `[auth.jwt]` is configured.
+    pub fn authenticate_token(&self, token: &str) -> Result<Principal, AuthError> {
+        self.principal_for_token(token.trim())
+    }
+
+    /// Revokes a session token (logout). Unknown tokens are ignored.
+    pub fn revoke(&self, token: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token.trim());
+    }
+
     async fn check_password(
         self: &Arc<Self>,
         user: &str,
         password: &str,
-    ) -> Result<Principal, Status> {
+    ) -> Result<Principal, AuthError> {
         let Some(config) = self.users.get(user).cloned() else {
             tracing::info!(user, "login failed: unknown user");
-            return Err(Status::unauthenticated(BAD_CREDENTIALS));
+            return Err(AuthError::unauthenticated(BAD_CREDENTIALS));
         };
         let password = password.to_string();
         let hash = config.password_hash.clone();
         // Argon2 is deliberately slow: keep it off the async workers.
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
-            .map_err(|e| Status::internal(format!("password check failed: {e}")))?;
+            .map_err(AuthError::PasswordCheck)?;
         if ok {
             tracing::info!(user, "login");
             Ok(Principal::from_user(&config))
         } else {
             tracing::info!(user, "login failed: wrong password");
-            Err(Status::unauthenticated(BAD_CREDENTIALS))
+            Err(AuthError::unauthenticated(BAD_CREDENTIALS))
         }
     }
 
@@ -297,20 +344,22 @@ impl Authenticator {
         token
     }
 
-    fn principal_for_token(&self, token: &str) -> Result<Principal, Status> {
+    fn principal_for_token(&self, token: &str) -> Result<Principal, AuthError> {
         {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             match tokens.get(token) {
                 Some(e) if e.expires > Instant::now() => return Ok(e.principal.clone()),
                 Some(_) => {
-                    return Err(Status::unauthenticated("token expired; authenticate again"))
+                    return Err(AuthError::unauthenticated(
+                        "token expired; authenticate again",
+                    ))
                 }
                 None => {}
             }
         }
         match &self.jwt {
             Some(jwt) if token.matches('.').count() == 2 => jwt.verify(token),
-            _ => Err(Status::unauthenticated(
+            _ => Err(AuthError::unauthenticated(
                 "invalid token; authenticate with the handshake first",
             )),
         }
@@ -323,16 +372,16 @@ impl Authenticator {
     }
 }
 
-fn authorization(metadata: &MetadataMap) -> Result<&str, Status> {
-    metadata
-        .get("authorization")
+fn authorization(headers: &HeaderMap) -> Result<&str, AuthError> {
+    headers
+        .get(http::header::AUTHORIZATION)
         .ok_or_else(|| {
-            Status::unauthenticated(
+            AuthError::unauthenticated(
                 "missing `authorization` header; authenticate with the handshake first",
             )
         })?
         .to_str()
-        .map_err(|_| Status::unauthenticated("`authorization` header is not ASCII"))
+        .map_err(|_| AuthError::unauthenticated("`authorization` header is not ASCII"))
 }
 
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
@@ -376,8 +425,8 @@ mod tests {
             .as_secs() as i64
     }
 
-    fn bearer(token: &str) -> MetadataMap {
-        let mut m = MetadataMap::new();
+    fn bearer(token: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
         m.insert("authorization", format!("Bearer {token}").parse().unwrap());
         m
     }
@@ -416,14 +465,14 @@ mod tests {
             ("garbage", "a.b.c".to_string()),
         ] {
             let err = auth.authenticate(&bearer(&token)).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{what}");
+            assert!(matches!(err, AuthError::Unauthenticated(_)), "{what}");
         }
         let mut expired = base;
         expired["exp"] = serde_json::json!(now() - 3600);
         let err = auth
             .authenticate(&bearer(&jwt(expired, SECRET)))
             .unwrap_err();
-        assert!(err.message().contains("expired"), "{err}");
+        assert!(err.to_string().contains("expired"), "{err}");
     }
 
     #[tokio::test]
@@ -440,7 +489,7 @@ mod tests {
                 .unwrap()
                 .with_token_ttl(Duration::ZERO),
         );
-        let mut m = MetadataMap::new();
+        let mut m = HeaderMap::new();
         m.insert(
             "authorization",
             format!("Basic {}", LENIENT_B64.encode("ann:pw"))
@@ -449,8 +498,8 @@ mod tests {
         );
         let (token, _) = auth.handshake(&m).await.unwrap();
         let err = auth.authenticate(&bearer(&token)).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        assert!(err.message().contains("expired"), "{err}");
+        assert!(matches!(err, AuthError::Unauthenticated(_)));
+        assert!(err.to_string().contains("expired"), "{err}");
         // Wrong password and unknown user give the same answer.
         m.insert(
             "authorization",
@@ -466,6 +515,6 @@ mod tests {
                 .unwrap(),
         );
         let b = auth.handshake(&m).await.unwrap_err();
-        assert_eq!((a.code(), a.message()), (b.code(), b.message()));
+        assert_eq!(a.to_string(), b.to_string());
     }
 }

@@ -236,7 +236,7 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
         tracing::warn!("this mesh uses the DEMO CREDENTIALS (password = user name); never expose it beyond this machine");
     }
     // Fail at start, not at the first login, when a JWT secret or key cannot be loaded.
-    meshql_flight_server::Authenticator::try_new(&mesh.config)
+    meshql_auth::Authenticator::try_new(&mesh.config)
         .map_err(|e| format!("{}: {e}", config.display()))?;
     let tls = meshql_flight_server::check_tls(&mesh.config.server)
         .map_err(|e| format!("{}: server.tls: {e}", config.display()))?;
