@@ -2,12 +2,18 @@
 //!
 //! The shape is inspired by the Open Data Contract Standard: identity (name, domain, version),
 //! ownership, physical format and location, the schema of public columns with descriptions,
-//! classifications and primary key, a freshness SLA and tags. See `docs/catalog.md`.
+//! classifications and primary key, a freshness SLA (and what happens when it is breached),
+//! deprecation of products and columns, quality rules and lineage inputs. See `docs/catalog.md`.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::path::Path;
 
+use chrono::NaiveDate;
+
 use crate::error::Problem;
+use crate::lineage::{parse_inputs, Input};
+use crate::quality::{parse_quality, QualityRule};
 use crate::types::ColumnType;
 
 /// Physical format of a product's data.
@@ -28,11 +34,69 @@ impl Format {
     }
 }
 
+/// What happens to queries when a product's data is older than its freshness SLA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum OnBreach {
+    /// Queries run; the breach is recorded in their audit records (default).
+    #[default]
+    Warn,
+    /// Queries reading the stale product fail (naming the product, its SLA and the age of its
+    /// data) unless the principal holds the mesh's `catalog.stale_reader_group`. Time-travel
+    /// reads are exempt.
+    Refuse,
+}
+
+impl OnBreach {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OnBreach::Warn => "warn",
+            OnBreach::Refuse => "refuse",
+        }
+    }
+}
+
+impl fmt::Display for OnBreach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Service levels a product promises.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sla {
     /// Maximum age of the newest data, as written (`24h`), and in seconds.
     pub freshness: Option<(String, u64)>,
+    /// What a breach of `freshness` does to queries (only meaningful with `freshness`).
+    pub on_breach: OnBreach,
+}
+
+impl Sla {
+    /// True when data `age_secs` old breaches the freshness SLA.
+    pub fn is_breached(&self, age_secs: u64) -> bool {
+        self.freshness
+            .as_ref()
+            .is_some_and(|(_, max)| age_secs > *max)
+    }
+}
+
+/// `deprecated = "reason; use X instead"` with an optional `sunset = "YYYY-MM-DD"`, on a product
+/// or a column. Deprecated things stay queryable; reads of them are recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Deprecation {
+    /// Why, and what to use instead.
+    pub reason: String,
+    /// The day after which the product or column may be removed.
+    pub sunset: Option<NaiveDate>,
+}
+
+impl fmt::Display for Deprecation {
+    /// `reason` or `reason (sunset 2026-06-30)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sunset {
+            Some(d) => write!(f, "{} (sunset {})", self.reason, d.format("%Y-%m-%d")),
+            None => f.write_str(&self.reason),
+        }
+    }
 }
 
 /// One column of the contract.
@@ -45,6 +109,8 @@ pub struct ColumnSpec {
     /// Sensitivity class such as `pii`; global policies act on it.
     pub classification: Option<String>,
     pub primary_key: bool,
+    /// Set when the column is deprecated.
+    pub deprecated: Option<Deprecation>,
 }
 
 /// A data product's manifest.
@@ -61,6 +127,12 @@ pub struct ProductManifest {
     pub tags: Vec<String>,
     pub sla: Sla,
     pub columns: Vec<ColumnSpec>,
+    /// Set when the whole product is deprecated.
+    pub deprecated: Option<Deprecation>,
+    /// `[[quality]]` rules, in manifest order.
+    pub quality: Vec<QualityRule>,
+    /// `[[inputs]]`: products this one is derived from, in manifest order.
+    pub inputs: Vec<Input>,
 }
 
 impl ProductManifest {
@@ -85,6 +157,10 @@ impl ProductManifest {
             "tags",
             "sla",
             "schema",
+            "deprecated",
+            "sunset",
+            "quality",
+            "inputs",
         ]);
         let name = f.required_string("name");
         if let Some(n) = &name {
@@ -95,10 +171,10 @@ impl ProductManifest {
         let domain = f.required_string("domain");
         let version = f.required_string("version");
         if let Some(v) = &version {
-            if !is_semver(v) {
+            if let Err(e) = semver::Version::parse(v.trim()) {
                 f.problem(
                     "version",
-                    format!("`{v}` is not a semantic version such as `1.2.0`"),
+                    format!("`{v}` is not a semantic version such as `1.2.0` ({e})"),
                 );
             }
         }
@@ -129,7 +205,7 @@ impl ProductManifest {
         let sla = match f.table("sla") {
             Some(t) => {
                 let mut s = Fields::new(file, "sla", t, &problems);
-                s.known(&["freshness"]);
+                s.known(&["freshness", "on_breach"]);
                 let freshness = s.string("freshness").and_then(|text| {
                     parse_duration(&text)
                         .map(|secs| (text.clone(), secs))
@@ -141,7 +217,27 @@ impl ProductManifest {
                             None
                         })
                 });
-                Sla { freshness }
+                let on_breach = match s.string("on_breach").as_deref() {
+                    None | Some("warn") => OnBreach::Warn,
+                    Some("refuse") => OnBreach::Refuse,
+                    Some(other) => {
+                        s.problem(
+                            "on_breach",
+                            format!("unknown value `{other}`: expected `warn` or `refuse`"),
+                        );
+                        OnBreach::Warn
+                    }
+                };
+                if t.contains_key("on_breach") && !t.contains_key("freshness") {
+                    s.problem(
+                        "on_breach",
+                        "has no effect without `freshness`: set the SLA it enforces",
+                    );
+                }
+                Sla {
+                    freshness,
+                    on_breach,
+                }
             }
             None => Sla::default(),
         };
@@ -156,6 +252,8 @@ impl ProductManifest {
                 "description",
                 "classification",
                 "primary_key",
+                "deprecated",
+                "sunset",
             ]);
             let name = c.required_string("name");
             if let Some(n) = &name {
@@ -191,6 +289,7 @@ impl ProductManifest {
                     );
                 }
             }
+            let deprecated = c.deprecation();
             if let (Some(name), Some(ty)) = (name, ty) {
                 columns.push(ColumnSpec {
                     name,
@@ -199,9 +298,25 @@ impl ProductManifest {
                     description,
                     classification,
                     primary_key,
+                    deprecated,
                 });
             }
         }
+        let deprecated = f.deprecation();
+        let quality = parse_quality(
+            file,
+            f.array_of_tables("quality", false),
+            &columns,
+            &problems,
+        );
+        let inputs = parse_inputs(
+            file,
+            f.array_of_tables("inputs", false),
+            domain.as_deref(),
+            name.as_deref(),
+            &columns,
+            &problems,
+        );
         let problems = problems.into_inner();
         match (name, domain, version, owner, format, location) {
             (
@@ -222,6 +337,9 @@ impl ProductManifest {
                 tags,
                 sla,
                 columns,
+                deprecated,
+                quality,
+                inputs,
             }),
             _ => Err(problems),
         }
@@ -230,6 +348,30 @@ impl ProductManifest {
     /// The column with this name.
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// `domain.name`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.domain, self.name)
+    }
+
+    /// The contract's version (validated as semver when the manifest was parsed).
+    pub fn semver(&self) -> Result<semver::Version, semver::Error> {
+        semver::Version::parse(self.version.trim())
+    }
+
+    /// The quality rule with this name.
+    pub fn quality_rule(&self, name: &str) -> Option<&QualityRule> {
+        self.quality.iter().find(|r| r.name == name)
+    }
+
+    /// Columns of the primary key, in contract order.
+    pub fn primary_key(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.primary_key)
+            .map(|c| c.name.as_str())
+            .collect()
     }
 }
 
@@ -240,15 +382,6 @@ pub(crate) fn is_identifier(s: &str) -> bool {
     matches!(chars.next(), Some('a'..='z'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
         && s.len() <= 128
-}
-
-fn is_semver(s: &str) -> bool {
-    let core = s.split(['-', '+']).next().unwrap_or("");
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Parses `90s`, `30m`, `24h`, `7d` into seconds.
@@ -343,6 +476,65 @@ impl<'a> Fields<'a> {
             return None;
         }
         Some(s)
+    }
+
+    /// The raw value of `key`, if present.
+    pub(crate) fn value(&self, key: &str) -> Option<&'a toml::Value> {
+        self.table.get(key)
+    }
+
+    /// `deprecated = "reason"` with an optional `sunset = "YYYY-MM-DD"` (or a TOML date).
+    pub(crate) fn deprecation(&self) -> Option<Deprecation> {
+        let reason = match self.table.get("deprecated") {
+            None => None,
+            Some(toml::Value::String(s)) if s.trim().is_empty() => {
+                self.problem(
+                    "deprecated",
+                    "must say why, and what to use instead (e.g. \"use orders_v2 instead\")",
+                );
+                None
+            }
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.problem(
+                    "deprecated",
+                    format!(
+                        "expected the reason as a string (e.g. \"use orders_v2 instead\"), found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        };
+        let sunset = match self.table.get("sunset") {
+            None => None,
+            Some(v) => {
+                let text = match v {
+                    toml::Value::String(s) => Some(s.trim().to_string()),
+                    toml::Value::Datetime(d) if d.time.is_none() && d.offset.is_none() => {
+                        Some(d.to_string())
+                    }
+                    _ => None,
+                };
+                match text.and_then(|t| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok()) {
+                    Some(d) => Some(d),
+                    None => {
+                        self.problem(
+                            "sunset",
+                            format!("`{v}` is not a date such as \"2026-06-30\" (YYYY-MM-DD)"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        if sunset.is_some() && !self.table.contains_key("deprecated") {
+            self.problem(
+                "sunset",
+                "a sunset date needs `deprecated = \"reason; use X instead\"`",
+            );
+        }
+        reason.map(|reason| Deprecation { reason, sunset })
     }
 
     pub(crate) fn bool(&self, key: &str) -> Option<bool> {
