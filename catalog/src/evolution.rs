@@ -989,4 +989,396 @@ mod tests {
             assert_eq!(is_widening(t(a), t(b)), expected, "{a} -> {b}");
         }
     }
+
+    const PUBLISHED: &str = r#"
+name = "customers"
+domain = "crm"
+version = "1.2.0"
+description = "One row per customer."
+owner = "crm@x"
+format = "parquet"
+location = "customers"
+tags = ["core", "pii"]
+
+[sla]
+freshness = "24h"
+
+[[schema]]
+name = "customer_id"
+type = "int"
+primary_key = true
+description = "Customer key."
+
+[[schema]]
+name = "email"
+type = "string"
+classification = "pii"
+description = "Contact address."
+
+[[schema]]
+name = "tier"
+type = "string"
+nullable = false
+description = "Loyalty tier."
+
+[[schema]]
+name = "country"
+type = "string"
+
+[[schema]]
+name = "score"
+type = "float"
+
+[[quality]]
+name = "tier_known"
+rule = "accepted_values"
+column = "tier"
+values = ["gold", "silver"]
+
+[[inputs]]
+product = "sales.orders"
+"#;
+
+    fn parse(text: &str) -> ProductManifest {
+        ProductManifest::parse(std::path::Path::new("c.toml"), text)
+            .unwrap_or_else(|p| panic!("{p:#?}\n{text}"))
+    }
+
+    /// Replaces `from` by `to`, checking `from` is there (a typo in a test must not pass).
+    fn edit(text: &str, from: &str, to: &str) -> String {
+        assert!(text.contains(from), "`{from}` not in the manifest");
+        text.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn every_change_kind_is_classified() {
+        use ChangeKind as K;
+        let p = PUBLISHED;
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, Vec<(ChangeKind, bool, &str)>)> = vec![
+            // (what, proposed manifest, expected changes: kind, breaking, field)
+            ("add column", format!("{p}\n[[schema]]\nname = \"age\"\ntype = \"int\"\n"), vec![(K::ColumnAdded, false, "schema.age")]),
+            ("remove column", edit(p, "[[schema]]\nname = \"country\"\ntype = \"string\"\n", ""), vec![(K::ColumnRemoved, true, "schema.country")]),
+            ("rename column (same type and description)", edit(&edit(p, "name = \"tier\"", "name = \"loyalty_tier\""), "column = \"tier\"", "column = \"loyalty_tier\""), vec![(K::ColumnRenamed, true, "schema.tier"), (K::QualityRuleChanged, false, "quality.tier_known")]),
+            ("rename without description is remove + add", edit(p, "name = \"country\"", "name = \"country_code\""), vec![(K::ColumnRemoved, true, "schema.country"), (K::ColumnAdded, false, "schema.country_code")]),
+            ("widen type", edit(p, "type = \"int\"", "type = \"bigint\""), vec![(K::TypeWidened, false, "schema.customer_id.type")]),
+            ("widen float", edit(p, "type = \"float\"", "type = \"double\""), vec![(K::TypeWidened, false, "schema.score.type")]),
+            ("incompatible type", edit(p, "type = \"int\"", "type = \"string\""), vec![(K::TypeChanged, true, "schema.customer_id.type")]),
+            ("narrow type", edit(p, "type = \"float\"", "type = \"int\""), vec![(K::TypeChanged, true, "schema.score.type")]),
+            ("non-null to nullable", edit(p, "nullable = false\n", ""), vec![(K::NullabilityRelaxed, true, "schema.tier.nullable")]),
+            ("nullable to non-null", edit(p, "name = \"country\"", "name = \"country\"\nnullable = false"), vec![(K::NullabilityTightened, false, "schema.country.nullable")]),
+            ("classification added", edit(p, "name = \"country\"", "name = \"country\"\nclassification = \"pii\""), vec![(K::ClassificationAdded, true, "schema.country.classification")]),
+            ("classification changed", edit(p, "classification = \"pii\"", "classification = \"secret\""), vec![(K::ClassificationChanged, true, "schema.email.classification")]),
+            ("classification removed", edit(p, "classification = \"pii\"\n", ""), vec![(K::ClassificationRemoved, false, "schema.email.classification")]),
+            ("primary key extended", edit(p, "name = \"country\"", "name = \"country\"\nprimary_key = true"), vec![(K::NullabilityTightened, false, "schema.country.nullable"), (K::PrimaryKeyChanged, true, "schema.primary_key")]),
+            ("primary key dropped", edit(p, "primary_key = true\n", "nullable = false\n"), vec![(K::PrimaryKeyChanged, true, "schema.primary_key")]),
+            ("column description", edit(p, "Contact address.", "Where we write."), vec![(K::ColumnDescriptionChanged, false, "schema.email.description")]),
+            ("column deprecated", edit(p, "name = \"country\"", "name = \"country\"\ndeprecated = \"use region\""), vec![(K::ColumnDeprecated, false, "schema.country.deprecated")]),
+            ("moved to the end", edit(&edit(p, "[[schema]]\nname = \"country\"\ntype = \"string\"\n", ""), "[[quality]]", "[[schema]]\nname = \"country\"\ntype = \"string\"\n\n[[quality]]"), vec![(K::ColumnsReordered, false, "schema")]),
+            ("description", edit(p, "One row per customer.", "Customers."), vec![(K::DescriptionChanged, false, "description")]),
+            ("owner", edit(p, "crm@x", "crm-team@x"), vec![(K::OwnerChanged, false, "owner")]),
+            ("tags", edit(p, "[\"core\", \"pii\"]", "[\"core\"]"), vec![(K::TagsChanged, false, "tags")]),
+            ("tags reordered only", edit(p, "[\"core\", \"pii\"]", "[\"pii\", \"core\"]"), vec![]),
+            ("format", edit(p, "format = \"parquet\"", "format = \"delta\""), vec![(K::FormatChanged, false, "format")]),
+            ("location", edit(p, "location = \"customers\"", "location = \"customers_v2\""), vec![(K::LocationChanged, false, "location")]),
+            ("sla freshness", edit(p, "freshness = \"24h\"", "freshness = \"48h\""), vec![(K::SlaChanged, false, "sla.freshness")]),
+            ("sla same duration spelled differently", edit(p, "freshness = \"24h\"", "freshness = \"1d\""), vec![]),
+            ("sla removed", edit(p, "[sla]\nfreshness = \"24h\"\n", ""), vec![(K::SlaChanged, false, "sla.freshness")]),
+            ("sla on_breach", edit(p, "freshness = \"24h\"", "freshness = \"24h\"\non_breach = \"refuse\""), vec![(K::SlaChanged, false, "sla.on_breach")]),
+            ("product deprecated", edit(p, "tags = ", "deprecated = \"use crm.customers_v2\"\ntags = "), vec![(K::ProductDeprecated, false, "deprecated")]),
+            ("quality added", format!("{p}\n[[quality]]\nname = \"rows\"\nrule = \"row_count\"\nmin = 1\n"), vec![(K::QualityRuleAdded, false, "quality.rows")]),
+            ("quality removed", edit(p, "[[quality]]\nname = \"tier_known\"\nrule = \"accepted_values\"\ncolumn = \"tier\"\nvalues = [\"gold\", \"silver\"]\n", ""), vec![(K::QualityRuleRemoved, false, "quality.tier_known")]),
+            ("quality changed", edit(p, "values = [\"gold\", \"silver\"]", "values = [\"gold\", \"silver\"]\nseverity = \"warning\""), vec![(K::QualityRuleChanged, false, "quality.tier_known")]),
+            ("input added", format!("{p}\n[[inputs]]\nproduct = \"crm.leads\"\n"), vec![(K::InputAdded, false, "inputs.crm.leads")]),
+            ("input removed", edit(p, "[[inputs]]\nproduct = \"sales.orders\"\n", ""), vec![(K::InputRemoved, false, "inputs.sales.orders")]),
+            ("input changed", edit(p, "product = \"sales.orders\"", "product = \"sales.orders\"\ncolumns = { customer_id = \"customer_id\" }"), vec![(K::InputChanged, false, "inputs.sales.orders")]),
+            ("identity", edit(p, "name = \"customers\"", "name = \"clients\""), vec![(K::IdentityChanged, true, "name")]),
+        ];
+        let published = parse(p);
+        for (what, text, expected) in cases {
+            let d = diff(&published, &parse(&text));
+            let got: Vec<(ChangeKind, bool, &str)> = d
+                .changes
+                .iter()
+                .map(|c| (c.kind, c.breaking, c.field.as_str()))
+                .collect();
+            assert_eq!(got, expected, "{what}:\n{d}");
+            assert_eq!(d.is_breaking(), expected.iter().any(|e| e.1), "{what}");
+        }
+    }
+
+    #[test]
+    fn changes_name_their_columns_and_values() {
+        let published = parse(PUBLISHED);
+        let d = diff(
+            &published,
+            &parse(&edit(
+                PUBLISHED,
+                "type = \"int\"",
+                "type = \"decimal(12,2)\"",
+            )),
+        );
+        assert_eq!(d.changes.len(), 1);
+        let c = &d.changes[0];
+        assert_eq!(c.columns, ["customer_id"]);
+        assert_eq!(c.before.as_deref(), Some("int"));
+        assert_eq!(c.after.as_deref(), Some("decimal(12,2)"));
+        assert!(!c.breaking, "int -> decimal(12,2) keeps every value");
+        let d = diff(
+            &published,
+            &parse(&edit(
+                &edit(PUBLISHED, "name = \"tier\"", "name = \"loyalty_tier\""),
+                "column = \"tier\"",
+                "column = \"loyalty_tier\"",
+            )),
+        );
+        assert_eq!(d.changes[0].columns, ["tier", "loyalty_tier"]);
+        assert_eq!(d.affected_columns(), ["tier"]);
+    }
+
+    #[test]
+    fn affected_columns_are_the_published_columns_readers_may_break_on() {
+        let published = parse(PUBLISHED);
+        let proposed = edit(
+            &edit(
+                &edit(
+                    PUBLISHED,
+                    "[[schema]]\nname = \"country\"\ntype = \"string\"\n",
+                    "",
+                ),
+                "nullable = false\n",
+                "",
+            ),
+            "name = \"score\"",
+            "name = \"score\"\ndescription = \"now documented\"",
+        );
+        let d = diff(&published, &parse(&proposed));
+        assert_eq!(d.affected_columns(), ["country", "tier"], "{d}");
+        // A primary key change affects the old key's columns.
+        let d = diff(
+            &published,
+            &parse(&edit(
+                PUBLISHED,
+                "name = \"country\"",
+                "name = \"country\"\nprimary_key = true",
+            )),
+        );
+        assert_eq!(d.affected_columns(), ["customer_id"], "{d}");
+    }
+
+    #[test]
+    fn primary_key_subset_is_not_breaking() {
+        let two = edit(
+            PUBLISHED,
+            "name = \"country\"",
+            "name = \"country\"\nprimary_key = true",
+        );
+        let d = diff(&parse(&two), &parse(PUBLISHED));
+        let pk: Vec<&Change> = d
+            .changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::PrimaryKeyChanged)
+            .collect();
+        assert_eq!(pk.len(), 1);
+        assert!(!pk[0].breaking, "{d}");
+        // None -> some key: a new guarantee, not breaking.
+        let none = edit(PUBLISHED, "primary_key = true\n", "nullable = false\n");
+        let d = diff(&parse(&none), &parse(PUBLISHED));
+        assert!(!d.is_breaking(), "{d}");
+    }
+
+    fn with_version(text: &str, v: &str) -> ProductManifest {
+        parse(&edit(
+            text,
+            "version = \"1.2.0\"",
+            &format!("version = \"{v}\""),
+        ))
+    }
+
+    #[test]
+    fn semver_verdicts() {
+        let removed = edit(
+            PUBLISHED,
+            "[[schema]]\nname = \"country\"\ntype = \"string\"\n",
+            "",
+        );
+        let added = format!("{PUBLISHED}\n[[schema]]\nname = \"age\"\ntype = \"int\"\n");
+        let cases = [
+            // (published version, proposed text, proposed version, verdict, suggestion)
+            ("1.2.0", PUBLISHED, "1.2.0", Verdict::Unchanged, None),
+            ("1.2.0", PUBLISHED, "1.2.1", Verdict::Compatible, None),
+            ("1.2.0", added.as_str(), "1.3.0", Verdict::Compatible, None),
+            (
+                "1.2.0",
+                added.as_str(),
+                "1.2.0",
+                Verdict::VersionNotIncreased,
+                Some("1.2.1"),
+            ),
+            (
+                "1.2.0",
+                added.as_str(),
+                "1.1.9",
+                Verdict::VersionDecreased,
+                Some("1.2.1"),
+            ),
+            (
+                "1.2.0",
+                PUBLISHED,
+                "1.0.0",
+                Verdict::VersionDecreased,
+                Some("1.2.1"),
+            ),
+            (
+                "1.2.0",
+                removed.as_str(),
+                "1.3.0",
+                Verdict::BreakingWithoutMajorBump,
+                Some("2.0.0"),
+            ),
+            (
+                "1.2.0",
+                removed.as_str(),
+                "1.2.0",
+                Verdict::BreakingWithoutMajorBump,
+                Some("2.0.0"),
+            ),
+            (
+                "1.2.0",
+                removed.as_str(),
+                "2.0.0",
+                Verdict::BreakingWithMajorBump,
+                None,
+            ),
+            (
+                "1.2.0",
+                removed.as_str(),
+                "2.0.0-rc.1",
+                Verdict::BreakingWithMajorBump,
+                None,
+            ),
+            (
+                "1.2.0",
+                removed.as_str(),
+                "1.0.0",
+                Verdict::VersionDecreased,
+                Some("2.0.0"),
+            ),
+            (
+                "0.3.1",
+                removed.as_str(),
+                "0.3.2",
+                Verdict::BreakingWithoutMajorBump,
+                Some("0.4.0"),
+            ),
+            (
+                "0.3.1",
+                removed.as_str(),
+                "0.4.0",
+                Verdict::BreakingWithMajorBump,
+                None,
+            ),
+            (
+                "0.0.3",
+                removed.as_str(),
+                "0.0.4",
+                Verdict::BreakingWithMajorBump,
+                None,
+            ),
+            (
+                "2.0.0-rc.1",
+                removed.as_str(),
+                "2.0.0",
+                Verdict::BreakingWithoutMajorBump,
+                Some("3.0.0"),
+            ),
+            (
+                "1.2.0",
+                PUBLISHED,
+                "1.2.0+build.7",
+                Verdict::Unchanged,
+                None,
+            ),
+        ];
+        for (old, text, new, verdict, suggestion) in cases {
+            let d = diff(&with_version(PUBLISHED, old), &with_version(text, new));
+            assert_eq!(d.verdict, verdict, "{old} -> {new}:\n{d}");
+            assert_eq!(d.suggested_version.as_deref(), suggestion, "{old} -> {new}");
+            assert_eq!(
+                d.is_accepted(),
+                matches!(
+                    verdict,
+                    Verdict::Unchanged | Verdict::Compatible | Verdict::BreakingWithMajorBump
+                ),
+                "{old} -> {new}"
+            );
+        }
+        // A hand-built manifest with a bad version.
+        let mut bad = parse(PUBLISHED);
+        bad.version = "one".into();
+        assert_eq!(
+            diff(&parse(PUBLISHED), &bad).verdict,
+            Verdict::InvalidVersion
+        );
+        assert!(!Verdict::InvalidVersion.is_accepted());
+        let new = ContractDiff::new_product(&parse(PUBLISHED));
+        assert_eq!(new.verdict, Verdict::New);
+        assert!(new.is_accepted() && new.changes.is_empty());
+    }
+
+    #[test]
+    fn renders_for_people() {
+        let proposed = edit(
+            &format!("{PUBLISHED}\n[[schema]]\nname = \"age\"\ntype = \"int\"\n"),
+            "[[schema]]\nname = \"country\"\ntype = \"string\"\n",
+            "",
+        );
+        let d = diff(&parse(PUBLISHED), &with_version(&proposed, "1.3.0"));
+        assert_eq!(
+            d.to_string(),
+            "crm.customers: 1.2.0 -> 1.3.0\n  \
+             ! column `country` (string) removed [breaking]\n  \
+             + column `age` added (int, nullable)\n\
+             verdict: breaking, without a major version bump (use 2.0.0 or later)"
+        );
+        let same = diff(&parse(PUBLISHED), &parse(PUBLISHED));
+        assert_eq!(
+            same.to_string(),
+            "crm.customers: 1.2.0 -> 1.2.0\n  (no contract changes)\nverdict: unchanged"
+        );
+        assert_eq!(
+            ContractDiff::new_product(&parse(PUBLISHED)).to_string(),
+            "crm.customers: new product at 1.2.0\nverdict: new product"
+        );
+    }
+
+    #[test]
+    fn serializes_to_json() {
+        let proposed = edit(PUBLISHED, "nullable = false\n", "");
+        let d = diff(&parse(PUBLISHED), &parse(&proposed));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "product": "crm.customers",
+                "published_version": "1.2.0",
+                "proposed_version": "1.2.0",
+                "verdict": "breaking_without_major_bump",
+                "suggested_version": "2.0.0",
+                "changes": [{
+                    "kind": "nullability_relaxed",
+                    "breaking": true,
+                    "field": "schema.tier.nullable",
+                    "columns": ["tier"],
+                    "before": "not null",
+                    "after": "nullable",
+                    "message": "column `tier` becomes nullable: consumers relying on non-null values break"
+                }]
+            })
+        );
+        assert_eq!(
+            Verdict::BreakingWithoutMajorBump.as_str(),
+            "breaking_without_major_bump"
+        );
+    }
 }
