@@ -1055,7 +1055,8 @@ product = "sales.orders"
         use ChangeKind as K;
         let p = PUBLISHED;
         #[rustfmt::skip]
-        let cases: Vec<(&str, String, Vec<(ChangeKind, bool, &str)>)> = vec![
+        type Expected<'a> = Vec<(ChangeKind, bool, &'a str)>;
+        let cases: Vec<(&str, String, Expected)> = vec![
             // (what, proposed manifest, expected changes: kind, breaking, field)
             ("add column", format!("{p}\n[[schema]]\nname = \"age\"\ntype = \"int\"\n"), vec![(K::ColumnAdded, false, "schema.age")]),
             ("remove column", edit(p, "[[schema]]\nname = \"country\"\ntype = \"string\"\n", ""), vec![(K::ColumnRemoved, true, "schema.country")]),

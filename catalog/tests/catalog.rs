@@ -473,7 +473,8 @@ fn fingerprint_notices_every_kind_of_catalog_change() {
 
     // Each step changes one thing; each must be noticed, naming what changed.
     let orders = cat.join("sales/products/orders.toml");
-    let steps: Vec<(&str, Box<dyn Fn()>, PathBuf)> = vec![
+    type Step<'a> = (&'a str, Box<dyn Fn()>, PathBuf);
+    let steps: Vec<Step> = vec![
         (
             "a manifest edited",
             Box::new({
