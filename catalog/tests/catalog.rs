@@ -871,3 +871,56 @@ fn atomic_writes_replace_whole_files() {
     assert!(matches!(err, CatalogError::Io { .. }), "{err}");
     assert!(leftovers(&dir.path().join("a/b")).is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Documentation examples
+// ---------------------------------------------------------------------------------------------
+
+/// Every manifest example in docs/catalog.md parses, and the complete one has a rule of every
+/// kind, lineage and deprecation as the text says.
+#[test]
+fn the_catalog_doc_manifests_are_valid() {
+    use meshql_catalog::{OnBreach, ProductManifest, RULE_KINDS};
+    let doc =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/catalog.md")).unwrap();
+    let mut manifests = Vec::new();
+    for block in doc.split("```toml\n").skip(1) {
+        let text = &block[..block.find("```").unwrap()];
+        if text.lines().any(|l| l.starts_with("domain = ")) {
+            manifests.push(
+                ProductManifest::parse(Path::new("docs/catalog.md"), text)
+                    .unwrap_or_else(|p| panic!("{p:#?}\n{text}")),
+            );
+        }
+    }
+    assert_eq!(manifests.len(), 2);
+    let m = manifests
+        .iter()
+        .find(|m| m.name == "delivery_performance")
+        .unwrap();
+    let kinds: Vec<&str> = m.quality.iter().map(|r| r.kind.rule()).collect();
+    assert_eq!(kinds, RULE_KINDS);
+    assert_eq!(m.sla.on_breach, OnBreach::Refuse);
+    assert!(m
+        .column("late")
+        .unwrap()
+        .deprecated
+        .as_ref()
+        .unwrap()
+        .sunset
+        .is_some());
+    let inputs: Vec<String> = m.inputs.iter().map(|i| i.qualified_name()).collect();
+    assert_eq!(inputs, ["sales.orders", "shipping.shipments"]);
+    // The rendered diff shown in the docs is what `ContractDiff` prints.
+    let start = doc.find("```text\ncrm.customers").unwrap() + "```text\n".len();
+    let shown = &doc[start..start + doc[start..].find("\n```").unwrap()];
+    let published = manifest("crm", "customers").replace("1.0.0", "1.2.0")
+        + "[[schema]]\nname = \"country\"\ntype = \"string\"\n";
+    let proposed = manifest("crm", "customers").replace("1.0.0", "1.3.0")
+        + "[[schema]]\nname = \"age\"\ntype = \"int\"\n";
+    let p = |t: &str| ProductManifest::parse(Path::new("m.toml"), t).unwrap();
+    assert_eq!(
+        meshql_catalog::diff(&p(&published), &p(&proposed)).to_string(),
+        shown
+    );
+}
