@@ -12,6 +12,19 @@
 //! digest is reused only when its size, modification and change times (and inode, on Unix) are
 //! unchanged *and* older than the previous scan by more than [`RACY_WINDOW`]; otherwise it is
 //! read again (the "racy clean" rule git uses for its index).
+//!
+//! Use: scan *before* loading, so a change racing with the load is seen at the next poll.
+//!
+//! ```text
+//! let mut seen = CatalogFingerprint::scan(config_file);
+//! let mesh = Mesh::load_checked(config_file)?;          // at start
+//! every refresh_interval:
+//!     let now = seen.rescan(config_file);
+//!     if now != seen {
+//!         match Mesh::load_checked(config_file) { Ok(m) => swap in m, Err(problems) => reject }
+//!         seen = now;                                     // do not retry an unchanged rejected catalog
+//!     }
+//! ```
 
 use std::collections::BTreeMap;
 use std::fs::{self, Metadata};

@@ -385,34 +385,45 @@ impl Mesh {
     /// Every product `domain.name` depends on, directly or through others, nearest first
     /// (breadth-first); the product itself is not included.
     pub fn upstream(&self, domain: &str, name: &str) -> Vec<&Product> {
-        self.walk(domain, name, |d, n| self.inputs_of(d, n))
+        let edges: Vec<(&Product, &Product)> = self
+            .lineage_edges()
+            .into_iter()
+            .map(|e| (e.product, e.input))
+            .collect();
+        walk(&edges, domain, name)
     }
 
     /// Every product derived from `domain.name`, directly or through others, nearest first.
     pub fn downstream(&self, domain: &str, name: &str) -> Vec<&Product> {
-        self.walk(domain, name, |d, n| self.consumers_of(d, n))
+        let edges: Vec<(&Product, &Product)> = self
+            .lineage_edges()
+            .into_iter()
+            .map(|e| (e.input, e.product))
+            .collect();
+        walk(&edges, domain, name)
     }
+}
 
-    fn walk<'a>(
-        &'a self,
-        domain: &str,
-        name: &str,
-        next: impl Fn(&str, &str) -> Vec<&'a Product>,
-    ) -> Vec<&'a Product> {
-        let mut seen: BTreeSet<(String, String)> =
-            BTreeSet::from([(domain.to_string(), name.to_string())]);
-        let mut queue: VecDeque<&Product> = next(domain, name).into_iter().collect();
-        let mut out = Vec::new();
-        while let Some(p) = queue.pop_front() {
-            let key = (p.manifest.domain.clone(), p.manifest.name.clone());
-            if !seen.insert(key) {
-                continue;
-            }
-            out.push(p);
-            queue.extend(next(&p.manifest.domain, &p.manifest.name));
-        }
-        out
+/// Breadth-first walk from `domain.name` along `edges` (from, to), built into an index once.
+fn walk<'a>(edges: &[(&'a Product, &'a Product)], domain: &str, name: &str) -> Vec<&'a Product> {
+    let key = |p: &Product| (p.manifest.domain.clone(), p.manifest.name.clone());
+    let mut next: BTreeMap<(String, String), Vec<&'a Product>> = BTreeMap::new();
+    for (from, to) in edges {
+        next.entry(key(from)).or_default().push(to);
     }
+    let start = (domain.to_string(), name.to_string());
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::from([start.clone()]);
+    let mut queue: VecDeque<&Product> = next.get(&start).into_iter().flatten().copied().collect();
+    let mut out = Vec::new();
+    while let Some(p) = queue.pop_front() {
+        let k = key(p);
+        if !seen.insert(k.clone()) {
+            continue;
+        }
+        out.push(p);
+        queue.extend(next.get(&k).into_iter().flatten().copied());
+    }
+    out
 }
 
 #[cfg(test)]
