@@ -52,6 +52,7 @@ pub(crate) fn parse_inputs(
     domain: Option<&str>,
     name: Option<&str>,
     columns: &[ColumnSpec],
+    broken_columns: &[String],
     problems: &RefCell<Vec<Problem>>,
 ) -> Vec<Input> {
     let mut out: Vec<Input> = Vec::new();
@@ -90,7 +91,9 @@ pub(crate) fn parse_inputs(
             for (out_col, v) in table {
                 let key = format!("columns.{out_col}");
                 if !columns.iter().any(|c| &c.name == out_col) {
-                    f.problem(&key, format!("the contract has no column `{out_col}`"));
+                    if !broken_columns.contains(out_col) {
+                        f.problem(&key, format!("the contract has no column `{out_col}`"));
+                    }
                     continue;
                 }
                 let ins: Vec<String> = match v {

@@ -242,6 +242,9 @@ impl ProductManifest {
             None => Sla::default(),
         };
         let mut columns = Vec::new();
+        // Columns declared with a name but otherwise broken (reported there): rules and
+        // lineage naming them are not reported again.
+        let mut broken_columns: Vec<String> = Vec::new();
         for (i, t) in f.array_of_tables("schema", true).into_iter().enumerate() {
             let path = format!("schema[{i}]");
             let mut c = Fields::new(file, &path, t, &problems);
@@ -290,8 +293,8 @@ impl ProductManifest {
                 }
             }
             let deprecated = c.deprecation();
-            if let (Some(name), Some(ty)) = (name, ty) {
-                columns.push(ColumnSpec {
+            match (name, ty) {
+                (Some(name), Some(ty)) => columns.push(ColumnSpec {
                     name,
                     ty,
                     nullable,
@@ -299,7 +302,9 @@ impl ProductManifest {
                     classification,
                     primary_key,
                     deprecated,
-                });
+                }),
+                (Some(name), None) => broken_columns.push(name),
+                (None, _) => {}
             }
         }
         let deprecated = f.deprecation();
@@ -307,6 +312,7 @@ impl ProductManifest {
             file,
             f.array_of_tables("quality", false),
             &columns,
+            &broken_columns,
             &problems,
         );
         let inputs = parse_inputs(
@@ -315,6 +321,7 @@ impl ProductManifest {
             domain.as_deref(),
             name.as_deref(),
             &columns,
+            &broken_columns,
             &problems,
         );
         let problems = problems.into_inner();
@@ -1021,6 +1028,20 @@ mod tests {
         assert!(m.deprecated.is_none() && m.quality.is_empty() && m.inputs.is_empty());
         assert!(m.columns.iter().all(|c| c.deprecated.is_none()));
         assert!(!Sla::default().is_breached(u64::MAX), "no SLA, no breach");
+    }
+
+    #[test]
+    fn a_broken_column_is_reported_once() {
+        let text = contract(
+            "",
+            "[[quality]]\nname = \"a\"\nrule = \"not_null\"\ncolumn = \"total\"\n\
+             [[quality]]\nname = \"b\"\nrule = \"unique\"\ncolumns = [\"total\"]\n\
+             [[inputs]]\nproduct = \"crm.people\"\ncolumns = { total = \"x\" }",
+        )
+        .replace("decimal(12,2)", "decimal(99,2)");
+        let problems = ProductManifest::parse(Path::new("o.toml"), &text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].field, "schema[2].type");
     }
 
     #[test]

@@ -245,6 +245,7 @@ pub(crate) fn parse_quality(
     file: &Path,
     entries: Vec<&toml::Table>,
     columns: &[ColumnSpec],
+    broken_columns: &[String],
     problems: &RefCell<Vec<Problem>>,
 ) -> Vec<QualityRule> {
     let mut rules: Vec<QualityRule> = Vec::new();
@@ -284,7 +285,7 @@ pub(crate) fn parse_quality(
             }
         };
         let description = q.string("description").unwrap_or_default();
-        let kind = rule.and_then(|r| parse_kind(&q, &r, columns));
+        let kind = rule.and_then(|r| parse_kind(&q, &r, columns, broken_columns));
         if let (Some(name), Some(severity), Some(kind)) = (name, severity, kind) {
             rules.push(QualityRule {
                 name,
@@ -297,12 +298,18 @@ pub(crate) fn parse_quality(
     rules
 }
 
-fn parse_kind(q: &Fields<'_>, rule: &str, columns: &[ColumnSpec]) -> Option<QualityKind> {
-    // A column named by the rule, checked against the contract.
+fn parse_kind(
+    q: &Fields<'_>,
+    rule: &str,
+    columns: &[ColumnSpec],
+    broken_columns: &[String],
+) -> Option<QualityKind> {
+    // A column named by the rule, checked against the contract (a column whose declaration is
+    // broken is reported there, not again here).
     let column = |key: &str| -> Option<&ColumnSpec> {
         let name = q.required_string(key)?;
         let found = columns.iter().find(|c| c.name == name);
-        if found.is_none() {
+        if found.is_none() && !broken_columns.contains(&name) {
             q.problem(key, format!("the contract has no column `{name}`"));
         }
         found
@@ -330,7 +337,9 @@ fn parse_kind(q: &Fields<'_>, rule: &str, columns: &[ColumnSpec]) -> Option<Qual
                             q.problem("columns", format!("column `{n}` is listed twice"));
                             ok = false;
                         } else if !columns.iter().any(|c| &c.name == n) {
-                            q.problem("columns", format!("the contract has no column `{n}`"));
+                            if !broken_columns.contains(n) {
+                                q.problem("columns", format!("the contract has no column `{n}`"));
+                            }
                             ok = false;
                         }
                     }
