@@ -21,6 +21,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default `catalog.refresh_interval`: new Delta commits are visible within this many seconds.
 pub(crate) const DEFAULT_REFRESH_INTERVAL_SECS: u64 = 5;
 
+/// Default `catalog.stale_reader_group`: the group (role) whose members may still read a product
+/// whose freshness SLA is breached under `on_breach = "refuse"`.
+pub const DEFAULT_STALE_READER_GROUP: &str = "stale_reader";
+
 /// Default address `meshql serve` binds.
 pub const DEFAULT_BIND: &str = "127.0.0.1:50051";
 
@@ -38,6 +42,9 @@ pub struct MeshConfig {
     /// How long a product's Delta snapshot is reused before checking for new commits, in
     /// seconds (0: check on every query). New Parquet files are seen by the next query.
     pub refresh_interval_secs: u64,
+    /// `catalog.stale_reader_group`: members may read stale products whose SLA says
+    /// `on_breach = "refuse"` (default `stale_reader`).
+    pub stale_reader_group: String,
     pub domains: Vec<DomainConfig>,
     pub users: Vec<UserConfig>,
     pub audit: AuditConfig,
@@ -196,10 +203,16 @@ impl MeshConfig {
         };
 
         let mut refresh_interval_secs = DEFAULT_REFRESH_INTERVAL_SECS;
+        let mut stale_reader_group = DEFAULT_STALE_READER_GROUP.to_string();
         let catalog_dir = match f.table("catalog") {
             Some(t) => {
                 let mut c = Fields::new(file, "catalog", t, &problems);
-                c.known(&["dir", "refresh_interval"]);
+                c.known(&["dir", "refresh_interval", "stale_reader_group"]);
+                if t.contains_key("stale_reader_group") {
+                    if let Some(g) = c.required_string("stale_reader_group") {
+                        stale_reader_group = g;
+                    }
+                }
                 if let Some(v) = t.get("refresh_interval") {
                     refresh_interval_secs = match v {
                         toml::Value::Integer(0) => 0,
@@ -402,6 +415,7 @@ impl MeshConfig {
                 server,
                 catalog_dir,
                 refresh_interval_secs,
+                stale_reader_group,
                 domains: domains.into_iter().map(|(_, d)| d).collect(),
                 users: users.into_iter().map(|(_, u)| u).collect(),
                 audit,
@@ -419,6 +433,12 @@ impl MeshConfig {
     /// The user with this name.
     pub fn user(&self, name: &str) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name == name)
+    }
+
+    /// True when `principal` may read products whose freshness SLA is breached and says
+    /// `on_breach = "refuse"` (it holds `catalog.stale_reader_group`).
+    pub fn may_read_stale(&self, principal: &crate::principal::Principal) -> bool {
+        principal.has_group(&self.stale_reader_group)
     }
 }
 

@@ -73,6 +73,9 @@ pub enum CatalogError {
     /// A password could not be hashed.
     #[error("password hashing failed: {0}")]
     PasswordHash(String),
+    /// A file changed between planning a write and doing it (e.g. two publishes at once).
+    #[error("{path} changed since it was read; nothing was written, try again")]
+    Changed { path: PathBuf },
 }
 
 impl CatalogError {
@@ -80,7 +83,9 @@ impl CatalogError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             CatalogError::Invalid(p) => p,
-            CatalogError::Io { .. } | CatalogError::PasswordHash(_) => &[],
+            CatalogError::Io { .. }
+            | CatalogError::PasswordHash(_)
+            | CatalogError::Changed { .. } => &[],
         }
     }
 }

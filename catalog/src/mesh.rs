@@ -1,13 +1,15 @@
 //! Loading a whole mesh: the configuration plus every domain's product manifests.
 //!
 //! Layout on disk: `<catalog.dir>/<domain>/products/<product>.toml`. Loading validates
-//! everything and reports every problem with its file and field.
+//! everything (configuration, manifests with their quality rules, lineage across products,
+//! policies and users) and reports every problem with its file and field.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use crate::config::{DomainConfig, MeshConfig};
 use crate::error::{CatalogError, Problem, Result};
+use crate::lineage::check_lineage;
 use crate::manifest::ProductManifest;
 use crate::policy::{parse_policy_file, Policies, ProductAccess};
 use crate::principal::Principal;
@@ -70,8 +72,25 @@ impl Mesh {
         Self::load_manifests(config)
     }
 
+    /// Like [`Mesh::load`], but every failure is a list of problems by file and field (an
+    /// unreadable configuration file is a problem too): what a hot reload reports when it
+    /// rejects a change, and what `catalog lint` reports from the catalog's side.
+    pub fn load_checked(config_file: &Path) -> std::result::Result<Mesh, Vec<Problem>> {
+        Self::load(config_file).map_err(|e| into_problems(e, config_file))
+    }
+
     /// Loads the manifests of an already parsed configuration.
     pub fn load_manifests(config: MeshConfig) -> Result<Mesh> {
+        Self::load_manifests_with(config, None)
+    }
+
+    /// Loads the manifests, with `overlay` (a manifest file path inside the catalog and its
+    /// text) read instead of what is on disk at that path, or added when there is no such file:
+    /// the catalog as it will be once the manifest is installed.
+    pub(crate) fn load_manifests_with(
+        config: MeshConfig,
+        overlay: Option<(&Path, &str)>,
+    ) -> Result<Mesh> {
         let problems = RefCell::new(Vec::<Problem>::new());
         let dir = &config.catalog_dir;
         let entries = match std::fs::read_dir(dir) {
@@ -132,12 +151,22 @@ impl Mesh {
                     Vec::new()
                 }
             };
+            if let Some((path, _)) = overlay {
+                if path.parent() == Some(products_dir.as_path()) && !files.iter().any(|f| f == path)
+                {
+                    files.push(path.to_path_buf());
+                }
+            }
             files.sort();
             let mut products: Vec<Product> = Vec::new();
             // Manifests that failed to load still name products policies may refer to.
             let mut invalid: Vec<String> = Vec::new();
             for file in files {
-                let text = match std::fs::read_to_string(&file) {
+                let read = match overlay {
+                    Some((path, text)) if path == file => Ok(text.to_string()),
+                    _ => std::fs::read_to_string(&file),
+                };
+                let text = match read {
                     Ok(t) => t,
                     Err(e) => {
                         problems.borrow_mut().push(Problem::new(
@@ -189,6 +218,8 @@ impl Mesh {
                 products,
             });
         }
+        let domain_names: Vec<&str> = config.domains.iter().map(|d| d.name.as_str()).collect();
+        check_lineage(&domain_names, &domains, &invalid_products, &problems);
         let policies = load_policies(&config, &domains, &invalid_products, &problems);
         let problems = problems.into_inner();
         if problems.is_empty() {
@@ -226,6 +257,21 @@ impl Mesh {
     /// Every product of every domain.
     pub fn products(&self) -> impl Iterator<Item = &Product> {
         self.domains.iter().flat_map(|d| d.products.iter())
+    }
+}
+
+/// The problems of a failed load; I/O errors become a problem on their file.
+pub(crate) fn into_problems(e: CatalogError, config_file: &Path) -> Vec<Problem> {
+    match e {
+        CatalogError::Invalid(p) => p,
+        CatalogError::Io { path, source } => {
+            vec![Problem::new(
+                path,
+                "",
+                format!("cannot read file: {source}"),
+            )]
+        }
+        other => vec![Problem::new(config_file, "", other.to_string())],
     }
 }
 
