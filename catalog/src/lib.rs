@@ -15,7 +15,8 @@ mod types;
 
 pub use config::{
     AuditConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig,
-    DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
+    DEFAULT_BIND, DEFAULT_JWT_LEEWAY_SECS, DEFAULT_JWT_USER_PREFIX, DEFAULT_MAX_MESSAGE_BYTES,
+    ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use manifest::{ColumnSpec, Format, ProductManifest, Sla};
