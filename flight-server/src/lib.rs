@@ -18,7 +18,7 @@ pub use auth_layer::{AuthLayer, Authenticated};
 pub use get_schema::{flight_service, MeshFlightService};
 pub use meshql_auth::Authenticator;
 pub use server::{
-    bind, check_tls, local_addr, serve, serve_service, Result, ServerError,
-    DEFAULT_MAX_MESSAGE_BYTES,
+    bind, check_tls, local_addr, serve, serve_service, serve_with_authenticator, Result,
+    ServerError, DEFAULT_MAX_MESSAGE_BYTES,
 };
 pub use service::MeshFlightSqlService;
