@@ -1,5 +1,9 @@
 //! Prepared statements: the handle store, `?` placeholders, and parameter values from DoPut.
 //!
+//! The store keeps each principal's statements apart, with a bounded share per principal (its
+//! least recently used statement is closed beyond it) and a server-wide limit that refuses new
+//! statements rather than closing anyone else's.
+//!
 //! Parameter values are bound to the planned query as values (`PlannedQuery::bind`), never
 //! spliced into SQL text. `?` placeholders (JDBC, flightsql-dbapi's `qmark` style) are numbered
 //! `$1`, `$2`, ... by rewriting only the placeholder tokens, found with the SQL tokenizer so that
