@@ -699,8 +699,9 @@ const JWT_SECRET: &str = "flight-tests-hs256-secret-0123456789abcdef";
 
 /// `[auth.jwt]` for an HS256 test identity provider, plus `extra` settings.
 fn jwt_config(extra: &str) -> String {
-    // Every test sets the same value.
-    std::env::set_var(JWT_SECRET_VAR, JWT_SECRET);
+    // Set once, before any server of these tests reads it.
+    static SECRET: std::sync::Once = std::sync::Once::new();
+    SECRET.call_once(|| std::env::set_var(JWT_SECRET_VAR, JWT_SECRET));
     format!(
         "[auth.jwt]\nhs256_secret_env = \"{JWT_SECRET_VAR}\"\naudiences = [\"meshql\"]\n\
          attribute_claims = {{ region = \"region\" }}\n{extra}"
