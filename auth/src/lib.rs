@@ -1,35 +1,34 @@
-//! meshql authentication, shared by every transport (Flight SQL over gRPC, HTTP): HTTP Basic
-//! credentials checked against the configured users' argon2 hashes, answered with a bearer token
-//! that every other call must carry. It reads `http::HeaderMap`s and returns [`Principal`]s or
-//! [`AuthError`]s, and knows nothing of tonic or axum: each transport maps the error itself.
+//! meshql authentication, shared by every transport (Flight SQL over gRPC, HTTP): credentials
+//! read from a request's headers ([`Credentials`]: Basic, a bearer session token or JWT, or a
+//! session cookie) become one [`Identity`] with its [`Principal`], through one
+//! [`Authenticator`]. It reads `http::HeaderMap`s and returns identities or [`AuthError`]s, and
+//! knows nothing of tonic or axum: each transport wraps it in its own layer or extractor and maps
+//! the error itself.
 //!
-//! Tokens are random, kept server-side with their principal, and expire after the configured
-//! time. Basic credentials are accepted with padded (pyarrow, JDBC) and unpadded (ADBC/Go)
-//! base64. With `[auth.jwt]` configured, JWT bearer tokens from an identity provider (HS256
-//! shared secret, RS256 public keys or a JWKS file) are accepted too; their claims map to the
-//! user, groups and attributes.
+//! Basic credentials are checked against the configured users' argon2 hashes (an unknown user
+//! costs the same work as a known one); a login or handshake answers with a session token that
+//! is random, kept server-side with its principal, and expires after the configured time. With
+//! `[auth.jwt]` configured, JWT bearer tokens from an identity provider are accepted too; their
+//! principals are named `jwt:<subject>` unless the configuration maps them to local users.
+
+mod credentials;
+mod jwt;
+mod password;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::alphabet::STANDARD;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
-use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderMap;
-use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
-use meshql_catalog::{verify_password, JwtConfig, MeshConfig, Principal, UserConfig};
+use meshql_catalog::{MeshConfig, Principal};
 use rand::RngCore;
 
-/// Base64 that accepts input with or without padding.
-const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// Message for every failed login, so that it does not reveal which part was wrong.
-const BAD_CREDENTIALS: &str = "invalid user name or password";
+use credentials::MISSING_AUTHORIZATION;
+pub use credentials::{cookie, Credentials};
+use jwt::JwtVerifier;
+use password::Passwords;
 
 /// Why a request could not be authenticated.
 #[derive(Debug, thiserror::Error)]
@@ -49,155 +48,44 @@ impl AuthError {
     }
 }
 
+/// How a request proved its identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// User name and password (Basic), checked on this request.
+    Password,
+    /// A session token issued by a login or the handshake.
+    SessionToken,
+    /// A JWT from the configured identity provider.
+    Jwt,
+}
+
+/// An authenticated request: who it is and how it proved it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub principal: Principal,
+    pub kind: CredentialKind,
+    /// The bearer token the request carried (session token or JWT), if any. Flight SQL keys
+    /// its sessions by it; an HTTP logout revokes it.
+    pub token: Option<String>,
+    /// The credentials came from the session cookie: the HTTP transport must check the
+    /// request's origin (CSRF) before acting on it.
+    pub from_cookie: bool,
+}
+
 #[derive(Debug)]
 struct TokenEntry {
     principal: Principal,
     expires: Instant,
 }
 
-/// Checks credentials and tokens.
+/// Checks credentials and tokens. One per server, shared by its transports (an `Arc`), so that
+/// a session token issued on one works on the others.
 #[derive(Debug)]
 pub struct Authenticator {
-    users: HashMap<String, UserConfig>,
+    passwords: Arc<Passwords>,
     tokens: Mutex<HashMap<String, TokenEntry>>,
     ttl: Duration,
     jwt: Option<JwtVerifier>,
-}
-
-/// Verifies JWTs and maps their claims to principals.
-struct JwtVerifier {
-    config: JwtConfig,
-    hs256: Option<DecodingKey>,
-    /// `(kid, key)`; keys without a `kid` are tried for every token.
-    rs256: Vec<(Option<String>, DecodingKey)>,
-}
-
-impl std::fmt::Debug for JwtVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtVerifier")
-            .field("hs256", &self.hs256.is_some())
-            .field("rs256_keys", &self.rs256.len())
-            .finish()
-    }
-}
-
-impl JwtVerifier {
-    fn try_new(config: &JwtConfig) -> Result<Self, String> {
-        let hs256 = match &config.hs256_secret_env {
-            Some(var) => {
-                let secret = std::env::var(var).map_err(|_| {
-                    format!("auth.jwt.hs256_secret_env: environment variable `{var}` is not set")
-                })?;
-                if secret.len() < 32 {
-                    return Err(format!(
-                        "auth.jwt.hs256_secret_env: the secret in `{var}` is shorter than 32 bytes"
-                    ));
-                }
-                Some(DecodingKey::from_secret(secret.as_bytes()))
-            }
-            None => None,
-        };
-        let mut rs256 = Vec::new();
-        for path in &config.rs256_public_keys {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("auth.jwt.rs256_public_keys: {}: {e}", path.display()))?;
-            let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| {
-                format!(
-                    "auth.jwt.rs256_public_keys: {}: not an RSA public key: {e}",
-                    path.display()
-                )
-            })?;
-            rs256.push((None, key));
-        }
-        if let Some(path) = &config.jwks_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("auth.jwt.jwks_file: {}: {e}", path.display()))?;
-            let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-                .map_err(|e| format!("auth.jwt.jwks_file: {}: not a JWKS: {e}", path.display()))?;
-            for jwk in &set.keys {
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| format!("auth.jwt.jwks_file: {}: {e}", path.display()))?;
-                rs256.push((jwk.common.key_id.clone(), key));
-            }
-        }
-        Ok(Self {
-            config: config.clone(),
-            hs256,
-            rs256,
-        })
-    }
-
-    fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let invalid = |why: &str| {
-            tracing::info!(reason = why, "JWT rejected");
-            AuthError::unauthenticated("invalid token; authenticate with the handshake first")
-        };
-        let header = decode_header(token).map_err(|_| invalid("malformed header"))?;
-        let keys: Vec<&DecodingKey> = match header.alg {
-            Algorithm::HS256 => self.hs256.iter().collect(),
-            Algorithm::RS256 => self
-                .rs256
-                .iter()
-                .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || kid == &header.kid)
-                .map(|(_, k)| k)
-                .collect(),
-            _ => Vec::new(),
-        };
-        if keys.is_empty() {
-            return Err(invalid("no key for this algorithm"));
-        }
-        let mut validation = Validation::new(header.alg);
-        validation.set_audience(&self.config.audiences);
-        if !self.config.issuers.is_empty() {
-            validation.set_issuer(&self.config.issuers);
-        }
-        validation.set_required_spec_claims(&["exp", "aud"]);
-        let mut last = None;
-        for key in keys {
-            match decode::<serde_json::Map<String, serde_json::Value>>(token, key, &validation) {
-                Ok(data) => {
-                    return self
-                        .principal(&data.claims)
-                        .ok_or_else(|| invalid("missing user claim"))
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        match last.map(|e| e.into_kind()) {
-            Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature) => Err(
-                AuthError::unauthenticated("token expired; authenticate again"),
-            ),
-            Some(kind) => Err(invalid(&format!("{kind:?}"))),
-            None => Err(invalid("no key")),
-        }
-    }
-
-    fn principal(&self, claims: &serde_json::Map<String, serde_json::Value>) -> Option<Principal> {
-        let text = |v: &serde_json::Value| match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            serde_json::Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        };
-        let user = claims
-            .get(&self.config.user_claim)
-            .and_then(text)
-            .filter(|u| !u.is_empty())?;
-        let mut p = Principal::new(user);
-        match claims.get(&self.config.groups_claim) {
-            Some(serde_json::Value::Array(items)) => p.groups.extend(items.iter().filter_map(text)),
-            Some(serde_json::Value::String(s)) => {
-                p.groups.extend(s.split_whitespace().map(str::to_string))
-            }
-            _ => {}
-        }
-        for (attr, claim) in &self.config.attribute_claims {
-            if let Some(v) = claims.get(claim).and_then(text) {
-                p.attributes.insert(attr.clone(), v);
-            }
-        }
-        Some(p)
-    }
 }
 
 impl Authenticator {
@@ -224,67 +112,84 @@ impl Authenticator {
 
     fn with_jwt(config: &MeshConfig, jwt: Option<JwtVerifier>) -> Self {
         Self {
-            users: config
-                .users
-                .iter()
-                .map(|u| (u.name.clone(), u.clone()))
-                .collect(),
+            passwords: Arc::new(Passwords::new(&config.users)),
             tokens: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(config.server.token_ttl_secs),
             jwt,
         }
     }
 
+    /// The identity of a request: its credentials read by [`Credentials::from_headers`] (the
+    /// `authorization` header, else the cookie `session_cookie` when a transport names one)
+    /// and checked by [`Authenticator::verify`]. Every transport authenticates through this.
+    pub async fn identify(
+        &self,
+        headers: &HeaderMap,
+        session_cookie: Option<&str>,
+    ) -> Result<Identity, AuthError> {
+        self.verify(Credentials::from_headers(headers, session_cookie)?)
+            .await
+    }
+
+    /// Checks credentials: a password costs an argon2 verification (no token is issued: see
+    /// [`Authenticator::login`]); a bearer token is a session token or, with `[auth.jwt]`, a
+    /// JWT.
+    pub async fn verify(&self, credentials: Credentials) -> Result<Identity, AuthError> {
+        match credentials {
+            Credentials::Basic { user, password } => Ok(Identity {
+                principal: self.passwords.check(&user, &password).await?,
+                kind: CredentialKind::Password,
+                token: None,
+                from_cookie: false,
+            }),
+            Credentials::Bearer { token, from_cookie } => {
+                let (principal, kind) = self.principal_for_token(&token)?;
+                Ok(Identity {
+                    principal,
+                    kind,
+                    token: Some(token),
+                    from_cookie,
+                })
+            }
+        }
+    }
+
     /// Handles the `authorization` header of a handshake: Basic credentials yield a new token;
     /// a valid Bearer token is accepted as is. Returns the token to send back.
-    pub async fn handshake(
-        self: &Arc<Self>,
-        headers: &HeaderMap,
-    ) -> Result<(String, Principal), AuthError> {
-        let header = authorization(headers)?;
-        if let Some(encoded) = strip_scheme(header, "Basic") {
-            let decoded = LENIENT_B64.decode(encoded.trim()).map_err(|_| {
-                AuthError::unauthenticated("malformed Basic credentials: not base64")
-            })?;
-            let decoded = String::from_utf8(decoded).map_err(|_| {
-                AuthError::unauthenticated("malformed Basic credentials: not UTF-8")
-            })?;
-            let (user, password) = decoded.split_once(':').ok_or_else(|| {
-                AuthError::unauthenticated("malformed Basic credentials: expected user:password")
-            })?;
-            let principal = self.check_password(user, password).await?;
-            let token = self.issue(principal.clone());
-            Ok((token, principal))
-        } else if let Some(token) = strip_scheme(header, "Bearer") {
-            let principal = self.principal_for_token(token.trim())?;
-            Ok((token.trim().to_string(), principal))
-        } else {
-            Err(AuthError::unauthenticated(
-                "unsupported authorization scheme: use Basic or Bearer",
-            ))
+    pub async fn handshake(&self, headers: &HeaderMap) -> Result<(String, Principal), AuthError> {
+        match Credentials::from_headers(headers, None)? {
+            Credentials::Basic { user, password } => self.login(&user, &password).await,
+            Credentials::Bearer { token, .. } => {
+                let (principal, _) = self.principal_for_token(&token)?;
+                Ok((token, principal))
+            }
         }
     }
 
     /// The principal of a request carrying `authorization: Bearer <token>`.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
-        let header = authorization(headers)?;
-        let token = strip_scheme(header, "Bearer").ok_or_else(|| {
-            AuthError::unauthenticated(
+        let header = headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| AuthError::unauthenticated(MISSING_AUTHORIZATION))?
+            .to_str()
+            .map_err(|_| AuthError::unauthenticated("`authorization` header is not ASCII"))?;
+        match Credentials::from_authorization(header) {
+            Ok(Credentials::Bearer { token, .. }) => Ok(self.principal_for_token(&token)?.0),
+            Ok(Credentials::Basic { .. }) | Err(_) => Err(AuthError::unauthenticated(
                 "expected `authorization: Bearer <token>`; authenticate with the handshake first",
-            )
-        })?;
-        self.principal_for_token(token.trim())
+            )),
+        }
     }
 
     /// Checks a user name and password (an HTTP login form, a Basic header) and issues a new
     /// session token for the principal, usable as `authorization: Bearer <token>` on every
     /// transport (and as the HTTP session cookie).
     pub async fn login(
-        self: &Arc<Self>,
+        &self,
         user: &str,
         password: &str,
     ) -> Result<(String, Principal), AuthError> {
-        let principal = self.check_password(user, password).await?;
+        let principal = self.passwords.check(user, password).await?;
         let token = self.issue(principal.clone());
         Ok((token, principal))
     }
@@ -292,7 +197,7 @@ impl Authenticator {
     /// The principal of a session token issued by [`Authenticator::login`] or the handshake, or
     /// of a JWT when `[auth.jwt]` is configured.
     pub fn authenticate_token(&self, token: &str) -> Result<Principal, AuthError> {
-        self.principal_for_token(token.trim())
+        self.principal_for_token(token).map(|(p, _)| p)
     }
 
     /// Revokes a session token (logout). Unknown tokens are ignored.
@@ -303,28 +208,10 @@ impl Authenticator {
             .remove(token.trim());
     }
 
-    async fn check_password(
-        self: &Arc<Self>,
-        user: &str,
-        password: &str,
-    ) -> Result<Principal, AuthError> {
-        let Some(config) = self.users.get(user).cloned() else {
-            tracing::info!(user, "login failed: unknown user");
-            return Err(AuthError::unauthenticated(BAD_CREDENTIALS));
-        };
-        let password = password.to_string();
-        let hash = config.password_hash.clone();
-        // Argon2 is deliberately slow: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(AuthError::PasswordCheck)?;
-        if ok {
-            tracing::info!(user, "login");
-            Ok(Principal::from_user(&config))
-        } else {
-            tracing::info!(user, "login failed: wrong password");
-            Err(AuthError::unauthenticated(BAD_CREDENTIALS))
-        }
+    /// How many argon2 password verifications this authenticator has run, for unknown users
+    /// (against the dummy hash) and known ones alike (for tests and metrics).
+    pub fn password_verifications(&self) -> u64 {
+        self.passwords.verifications()
     }
 
     fn issue(&self, principal: Principal) -> String {
@@ -344,11 +231,14 @@ impl Authenticator {
         token
     }
 
-    fn principal_for_token(&self, token: &str) -> Result<Principal, AuthError> {
+    fn principal_for_token(&self, token: &str) -> Result<(Principal, CredentialKind), AuthError> {
+        let token = token.trim();
         {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             match tokens.get(token) {
-                Some(e) if e.expires > Instant::now() => return Ok(e.principal.clone()),
+                Some(e) if e.expires > Instant::now() => {
+                    return Ok((e.principal.clone(), CredentialKind::SessionToken))
+                }
                 Some(_) => {
                     return Err(AuthError::unauthenticated(
                         "token expired; authenticate again",
@@ -358,7 +248,9 @@ impl Authenticator {
             }
         }
         match &self.jwt {
-            Some(jwt) if token.matches('.').count() == 2 => jwt.verify(token),
+            Some(jwt) if token.matches('.').count() == 2 => jwt
+                .verify(token, &self.passwords.users)
+                .map(|p| (p, CredentialKind::Jwt)),
             _ => Err(AuthError::unauthenticated(
                 "invalid token; authenticate with the handshake first",
             )),
@@ -372,41 +264,38 @@ impl Authenticator {
     }
 }
 
-fn authorization(headers: &HeaderMap) -> Result<&str, AuthError> {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            AuthError::unauthenticated(
-                "missing `authorization` header; authenticate with the handshake first",
-            )
-        })?
-        .to_str()
-        .map_err(|_| AuthError::unauthenticated("`authorization` header is not ASCII"))
-}
-
-fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
-    let (s, rest) = header.split_once(' ')?;
-    s.eq_ignore_ascii_case(scheme).then_some(rest)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{encode, EncodingKey, Header};
+    use credentials::LENIENT_B64;
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use meshql_catalog::UserConfig;
     use std::path::Path;
 
     const SECRET_VAR: &str = "MESHQL_TEST_JWT_SECRET_AUTH_RS";
     const SECRET: &str = "an-hs256-test-secret-that-is-long-enough";
 
-    fn config() -> MeshConfig {
-        // SAFETY: only this test module sets this variable.
+    fn config_with(extra_jwt: &str) -> MeshConfig {
+        // SAFETY: only this test module sets this variable, always to the same value.
         unsafe { std::env::set_var(SECRET_VAR, SECRET) };
         let text = format!(
             "[server]\ntoken_ttl = 1\n[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n\
              [auth.jwt]\nhs256_secret_env = \"{SECRET_VAR}\"\naudiences = [\"meshql\"]\nissuers = [\"https://idp.test\"]\n\
-             attribute_claims = {{ region = \"geo\" }}\n"
+             attribute_claims = {{ region = \"geo\" }}\n{extra_jwt}"
         );
-        MeshConfig::parse(Path::new("/m/meshql.toml"), &text, std::iter::empty()).unwrap()
+        let mut config =
+            MeshConfig::parse(Path::new("/m/meshql.toml"), &text, std::iter::empty()).unwrap();
+        config.users.push(UserConfig {
+            name: "ann".into(),
+            password_hash: meshql_catalog::hash_password("pw", b"0123456789abcdef").unwrap(),
+            groups: vec!["sales".into()],
+            attributes: [("region".to_string(), "NA".to_string())].into(),
+        });
+        config
+    }
+
+    fn config() -> MeshConfig {
+        config_with("")
     }
 
     fn jwt(claims: serde_json::Value, secret: &str) -> String {
@@ -425,96 +314,211 @@ mod tests {
             .as_secs() as i64
     }
 
+    fn claims(sub: &str) -> serde_json::Value {
+        serde_json::json!({"sub": sub, "groups": ["pii_reader"], "geo": "EU", "aud": "meshql", "iss": "https://idp.test", "exp": now() + 600})
+    }
+
     fn bearer(token: &str) -> HeaderMap {
         let mut m = HeaderMap::new();
         m.insert("authorization", format!("Bearer {token}").parse().unwrap());
         m
     }
 
-    #[test]
-    fn jwt_claims_become_the_principal() {
-        let auth = Authenticator::try_new(&config()).unwrap();
-        let token = jwt(
-            serde_json::json!({"sub": "eve", "groups": ["sales", "pii_reader"], "geo": "EU", "aud": "meshql", "iss": "https://idp.test", "exp": now() + 600}),
-            SECRET,
+    fn basic(user_password: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(
+            "authorization",
+            format!("Basic {}", LENIENT_B64.encode(user_password))
+                .parse()
+                .unwrap(),
         );
-        let p = auth.authenticate(&bearer(&token)).unwrap();
-        assert_eq!(p.user, "eve");
+        m
+    }
+
+    #[test]
+    fn jwt_claims_become_a_namespaced_principal() {
+        let auth = Authenticator::try_new(&config()).unwrap();
+        let mut c = claims("eve");
+        c["groups"] = serde_json::json!(["sales", "pii_reader"]);
+        let p = auth.authenticate(&bearer(&jwt(c, SECRET))).unwrap();
+        assert_eq!(p.user, "jwt:eve");
         assert!(p.has_group("sales") && p.has_group("pii_reader"));
         assert_eq!(p.attributes["region"], "EU");
+        // A subject naming a local user is still its own principal, with the token's claims.
+        let p = auth
+            .authenticate(&bearer(&jwt(claims("ann"), SECRET)))
+            .unwrap();
+        assert_eq!(p.user, "jwt:ann");
+        assert!(p.has_group("pii_reader") && !p.has_group("sales"));
+    }
+
+    #[test]
+    fn mapping_to_local_users_is_explicit_and_takes_the_local_rules() {
+        let auth = Authenticator::try_new(&config_with(
+            "map_to_local_users = true\nuser_prefix = \"idp:\"\n",
+        ))
+        .unwrap();
+        let p = auth
+            .authenticate(&bearer(&jwt(claims("ann"), SECRET)))
+            .unwrap();
+        // The local user's name, groups and attributes; not the token's.
+        assert_eq!(p.user, "ann");
+        assert!(p.has_group("sales") && !p.has_group("pii_reader"));
+        assert_eq!(p.attributes["region"], "NA");
+        // An unknown subject keeps its (configured) namespace.
+        let p = auth
+            .authenticate(&bearer(&jwt(claims("eve"), SECRET)))
+            .unwrap();
+        assert_eq!(p.user, "idp:eve");
     }
 
     #[test]
     fn bad_jwts_are_unauthenticated() {
         let auth = Authenticator::try_new(&config()).unwrap();
-        let base = serde_json::json!({"sub": "eve", "aud": "meshql", "iss": "https://idp.test", "exp": now() + 600});
+        let base = claims("eve");
         let mut expired = base.clone();
         expired["exp"] = serde_json::json!(now() - 3600);
         let mut wrong_aud = base.clone();
         wrong_aud["aud"] = serde_json::json!("another-service");
         let mut wrong_iss = base.clone();
         wrong_iss["iss"] = serde_json::json!("https://evil.test");
+        let mut future = base.clone();
+        future["nbf"] = serde_json::json!(now() + 3600);
         for (what, token) in [
-            ("expired", jwt(expired, SECRET)),
+            ("expired", jwt(expired.clone(), SECRET)),
             (
                 "wrong key",
                 jwt(base.clone(), "another-secret-that-is-also-long-enough"),
             ),
             ("wrong audience", jwt(wrong_aud, SECRET)),
             ("wrong issuer", jwt(wrong_iss, SECRET)),
+            ("not yet valid", jwt(future.clone(), SECRET)),
             ("garbage", "a.b.c".to_string()),
         ] {
             let err = auth.authenticate(&bearer(&token)).unwrap_err();
             assert!(matches!(err, AuthError::Unauthenticated(_)), "{what}");
         }
-        let mut expired = base;
-        expired["exp"] = serde_json::json!(now() - 3600);
         let err = auth
             .authenticate(&bearer(&jwt(expired, SECRET)))
             .unwrap_err();
         assert!(err.to_string().contains("expired"), "{err}");
+        let err = auth
+            .authenticate(&bearer(&jwt(future, SECRET)))
+            .unwrap_err();
+        assert!(err.to_string().contains("not yet valid"), "{err}");
+    }
+
+    #[test]
+    fn nbf_and_exp_allow_the_documented_leeway() {
+        let auth = Authenticator::try_new(&config()).unwrap();
+        let skew = meshql_catalog::DEFAULT_JWT_LEEWAY_SECS as i64;
+        let mut c = claims("eve");
+        c["nbf"] = serde_json::json!(now() + skew / 2);
+        auth.authenticate(&bearer(&jwt(c.clone(), SECRET)))
+            .expect("nbf within the leeway");
+        c["nbf"] = serde_json::json!(now() + skew + 60);
+        auth.authenticate(&bearer(&jwt(c, SECRET)))
+            .expect_err("nbf past the leeway");
+        let mut c = claims("eve");
+        c["exp"] = serde_json::json!(now() - skew / 2);
+        auth.authenticate(&bearer(&jwt(c, SECRET)))
+            .expect("exp within the leeway");
     }
 
     #[tokio::test]
     async fn handshake_tokens_expire() {
-        let mut config = config();
-        config.users.push(UserConfig {
-            name: "ann".into(),
-            password_hash: meshql_catalog::hash_password("pw", b"0123456789abcdef").unwrap(),
-            groups: vec![],
-            attributes: Default::default(),
-        });
-        let auth = Arc::new(
-            Authenticator::try_new(&config)
-                .unwrap()
-                .with_token_ttl(Duration::ZERO),
-        );
-        let mut m = HeaderMap::new();
-        m.insert(
-            "authorization",
-            format!("Basic {}", LENIENT_B64.encode("ann:pw"))
-                .parse()
-                .unwrap(),
-        );
-        let (token, _) = auth.handshake(&m).await.unwrap();
+        let auth = Authenticator::try_new(&config())
+            .unwrap()
+            .with_token_ttl(Duration::ZERO);
+        let (token, _) = auth.handshake(&basic("ann:pw")).await.unwrap();
         let err = auth.authenticate(&bearer(&token)).unwrap_err();
         assert!(matches!(err, AuthError::Unauthenticated(_)));
         assert!(err.to_string().contains("expired"), "{err}");
         // Wrong password and unknown user give the same answer.
-        m.insert(
-            "authorization",
-            format!("Basic {}", LENIENT_B64.encode("ann:nope"))
-                .parse()
-                .unwrap(),
-        );
-        let a = auth.handshake(&m).await.unwrap_err();
-        m.insert(
-            "authorization",
-            format!("Basic {}", LENIENT_B64.encode("bob:nope"))
-                .parse()
-                .unwrap(),
-        );
-        let b = auth.handshake(&m).await.unwrap_err();
+        let a = auth.handshake(&basic("ann:nope")).await.unwrap_err();
+        let b = auth.handshake(&basic("bob:nope")).await.unwrap_err();
         assert_eq!(a.to_string(), b.to_string());
+    }
+
+    #[tokio::test]
+    async fn every_credential_kind_becomes_an_identity() {
+        let auth = Authenticator::try_new(&config()).unwrap();
+        let id = auth.identify(&basic("ann:pw"), None).await.unwrap();
+        assert_eq!(
+            (id.principal.user.as_str(), id.kind),
+            ("ann", CredentialKind::Password)
+        );
+        assert!(id.token.is_none());
+        let (token, _) = auth.login("ann", "pw").await.unwrap();
+        let id = auth.identify(&bearer(&token), None).await.unwrap();
+        assert_eq!(id.kind, CredentialKind::SessionToken);
+        assert_eq!(id.token.as_deref(), Some(token.as_str()));
+        let mut cookie = HeaderMap::new();
+        cookie.insert("cookie", format!("meshql_session={token}").parse().unwrap());
+        let id = auth
+            .identify(&cookie, Some("meshql_session"))
+            .await
+            .unwrap();
+        assert!(id.from_cookie && id.kind == CredentialKind::SessionToken);
+        let id = auth
+            .identify(&bearer(&jwt(claims("eve"), SECRET)), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            (id.principal.user.as_str(), id.kind),
+            ("jwt:eve", CredentialKind::Jwt)
+        );
+        auth.revoke(&token);
+        let e = auth
+            .identify(&cookie, Some("meshql_session"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("invalid token"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_one_real_argon2_verification() {
+        let config = config();
+        let auth = Authenticator::try_new(&config).unwrap();
+        // The dummy hash is a real argon2 hash with the configured users' parameters.
+        let dummy = argon2::password_hash::PasswordHash::new(auth.passwords.dummy_hash()).unwrap();
+        let user =
+            argon2::password_hash::PasswordHash::new(&config.users[0].password_hash).unwrap();
+        assert_eq!(dummy.algorithm, user.algorithm);
+        assert_eq!(dummy.version, user.version);
+        assert_eq!(dummy.params, user.params);
+        assert_ne!(dummy.salt, user.salt);
+        let before = auth.password_verifications();
+        auth.login("nobody", "pw").await.unwrap_err();
+        assert_eq!(auth.password_verifications(), before + 1);
+        auth.login("ann", "wrong").await.unwrap_err();
+        assert_eq!(auth.password_verifications(), before + 2);
+        auth.login("ann", "pw").await.unwrap();
+        assert_eq!(auth.password_verifications(), before + 3);
+    }
+
+    #[test]
+    fn dummy_hash_follows_the_users_parameters() {
+        use argon2::{Algorithm as A, Argon2, Params, PasswordHasher, Version};
+        let mut config = config();
+        let cheap = Params::new(1024, 1, 1, None).unwrap();
+        let salt = argon2::password_hash::SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let hash = Argon2::new(A::Argon2i, Version::V0x13, cheap)
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
+        for name in ["b", "c"] {
+            config.users.push(UserConfig {
+                name: name.into(),
+                password_hash: hash.clone(),
+                groups: vec![],
+                attributes: Default::default(),
+            });
+        }
+        let auth = Authenticator::try_new(&config).unwrap();
+        let dummy = argon2::password_hash::PasswordHash::new(auth.passwords.dummy_hash()).unwrap();
+        let expected = argon2::password_hash::PasswordHash::new(&hash).unwrap();
+        assert_eq!(dummy.algorithm, expected.algorithm);
+        assert_eq!(dummy.params, expected.params);
     }
 }

@@ -72,7 +72,23 @@ pub struct JwtConfig {
     pub groups_claim: String,
     /// Principal attribute name -> claim name.
     pub attribute_claims: BTreeMap<String, String>,
+    /// Prefix of the user names of JWT principals (`jwt:` by default, so a token with
+    /// `sub = "admin"` is the principal `jwt:admin`, never the local user `admin`). Ends with
+    /// `:`, which local user names may not contain, so the two namespaces cannot meet.
+    pub user_prefix: String,
+    /// When true, a token whose user claim names a configured `[[users]]` entry IS that local
+    /// user: it gets the local user's name, groups and attributes (the token's groups and
+    /// attribute claims are ignored for it). Other tokens stay `<user_prefix><sub>`.
+    pub map_to_local_users: bool,
+    /// Clock skew tolerated when checking `exp` and `nbf`, in seconds (default 30).
+    pub leeway_secs: u64,
 }
+
+/// Default `[auth.jwt] user_prefix`.
+pub const DEFAULT_JWT_USER_PREFIX: &str = "jwt:";
+
+/// Default `[auth.jwt] leeway`, in seconds.
+pub const DEFAULT_JWT_LEEWAY_SECS: u64 = 30;
 
 /// `[audit]`: where query audit records go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -324,6 +340,16 @@ impl MeshConfig {
             let mut u = Fields::new(file, &path, t, &problems);
             u.known(&["name", "password_hash", "groups", "attributes"]);
             let name = u.required_string("name");
+            if name
+                .as_deref()
+                .is_some_and(|n| n.is_empty() || n.contains(':'))
+            {
+                u.problem(
+                    "name",
+                    "a user name must be non-empty and may not contain `:` (reserved for \
+                     external principals such as `jwt:<subject>`)",
+                );
+            }
             let password_hash = u.required_string("password_hash");
             if let Some(h) = &password_hash {
                 if argon2::PasswordHash::new(h).is_err() {
@@ -389,6 +415,9 @@ impl MeshConfig {
                 "user_claim",
                 "groups_claim",
                 "attribute_claims",
+                "user_prefix",
+                "map_to_local_users",
+                "leeway",
             ]);
             let jwt = JwtConfig {
                 hs256_secret_env: j.string("hs256_secret_env"),
@@ -399,7 +428,13 @@ impl MeshConfig {
                 user_claim: j.string("user_claim").unwrap_or_else(|| "sub".to_string()),
                 groups_claim: j.string("groups_claim").unwrap_or_else(|| "groups".to_string()),
                 attribute_claims: j.string_map("attribute_claims").unwrap_or_default(),
+                user_prefix: j.string("user_prefix").unwrap_or_else(|| DEFAULT_JWT_USER_PREFIX.to_string()),
+                map_to_local_users: j.bool("map_to_local_users").unwrap_or(false),
+                leeway_secs: j.duration_secs("leeway").unwrap_or(DEFAULT_JWT_LEEWAY_SECS),
             };
+            if jwt.user_prefix.len() < 2 || !jwt.user_prefix.ends_with(':') || jwt.user_prefix[..jwt.user_prefix.len() - 1].contains(':') {
+                j.problem("user_prefix", "must be a name followed by one `:` (e.g. `jwt:` or `okta:`), so that JWT principals never share a name with a local user");
+            }
             if jwt.audiences.is_empty() {
                 j.problem("audiences", "required: the `aud` values meshql accepts (tokens for other services are rejected)");
             }
@@ -639,6 +674,49 @@ mod tests {
             ],
             "{problems:#?}"
         );
+    }
+
+    #[test]
+    fn jwt_namespace_settings() {
+        let base = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n\
+                    [auth.jwt]\nhs256_secret_env = \"S\"\naudiences = [\"meshql\"]\n";
+        let c = parse(base, vec![]).unwrap();
+        let jwt = c.jwt.unwrap();
+        assert_eq!(jwt.user_prefix, DEFAULT_JWT_USER_PREFIX);
+        assert!(!jwt.map_to_local_users);
+        assert_eq!(jwt.leeway_secs, DEFAULT_JWT_LEEWAY_SECS);
+        let c = parse(
+            &format!("{base}user_prefix = \"okta:\"\nmap_to_local_users = true\nleeway = \"2m\"\n"),
+            vec![],
+        )
+        .unwrap();
+        let jwt = c.jwt.unwrap();
+        assert_eq!(
+            (
+                jwt.user_prefix.as_str(),
+                jwt.map_to_local_users,
+                jwt.leeway_secs
+            ),
+            ("okta:", true, 120)
+        );
+        for bad in ["", "jwt", ":", "a:b:"] {
+            let problems = parse(&format!("{base}user_prefix = \"{bad}\"\n"), vec![]).unwrap_err();
+            assert_eq!(
+                problems[0].field, "auth.jwt.user_prefix",
+                "{bad}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_user_names_cannot_enter_the_external_namespace() {
+        let text = format!(
+            "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n\
+             [[users]]\nname = \"jwt:admin\"\npassword_hash = \"{HASH}\"\n"
+        );
+        let problems = parse(&text, vec![]).unwrap_err();
+        assert_eq!(problems[0].field, "users[0].name", "{problems:?}");
+        assert!(problems[0].message.contains("`:`"), "{problems:?}");
     }
 
     #[test]

@@ -21,7 +21,8 @@ mod types;
 
 pub use config::{
     AuditConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig,
-    DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STALE_READER_GROUP, ENV_PREFIX,
+    DEFAULT_BIND, DEFAULT_JWT_LEEWAY_SECS, DEFAULT_JWT_USER_PREFIX, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_STALE_READER_GROUP, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use evolution::{diff, is_major_bump, is_widening, Change, ChangeKind, ContractDiff, Verdict};

@@ -8,7 +8,9 @@ use arrow_flight::{
     SchemaAsIpc, SchemaResult, Ticket,
 };
 use tonic::{Request, Response, Status, Streaming};
+use tower_layer::Layer;
 
+use crate::auth_layer::{AuthLayer, Authenticated};
 use crate::service::MeshFlightSqlService;
 
 type Inner = MeshFlightSqlService;
@@ -20,7 +22,7 @@ pub struct MeshFlightService {
 }
 
 impl MeshFlightService {
-    pub fn new(inner: MeshFlightSqlService) -> Self {
+    pub(crate) fn new(inner: MeshFlightSqlService) -> Self {
         Self { inner }
     }
 }
@@ -118,12 +120,16 @@ impl FlightService for MeshFlightService {
     }
 }
 
-/// The tonic service with meshql's message-size limits.
+/// The tonic service with meshql's message-size limits, behind the authentication layer (the
+/// only way to serve [`MeshFlightSqlService`]: its methods expect authenticated requests).
 pub fn flight_service(
     service: MeshFlightSqlService,
     max_message_bytes: usize,
-) -> FlightServiceServer<MeshFlightService> {
-    FlightServiceServer::new(MeshFlightService::new(service))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+) -> Authenticated<FlightServiceServer<MeshFlightService>> {
+    let auth = AuthLayer::new(std::sync::Arc::clone(service.authenticator()));
+    auth.layer(
+        FlightServiceServer::new(MeshFlightService::new(service))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes),
+    )
 }

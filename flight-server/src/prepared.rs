@@ -1,5 +1,9 @@
 //! Prepared statements: the handle store, `?` placeholders, and parameter values from DoPut.
 //!
+//! The store keeps each principal's statements apart, with a bounded share per principal (its
+//! least recently used statement is closed beyond it) and a server-wide limit that refuses new
+//! statements rather than closing anyone else's.
+//!
 //! Parameter values are bound to the planned query as values (`PlannedQuery::bind`), never
 //! spliced into SQL text. `?` placeholders (JDBC, flightsql-dbapi's `qmark` style) are numbered
 //! `$1`, `$2`, ... by rewriting only the placeholder tokens, found with the SQL tokenizer so that
@@ -16,14 +20,19 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use tonic::Status;
 
-/// Most prepared statements kept at once; the least recently used are closed beyond it.
-const MAX_PREPARED: usize = 10_000;
+/// Default of how many prepared statements one principal may keep; beyond it, its own least
+/// recently used statement is closed.
+pub(crate) const DEFAULT_MAX_PREPARED_PER_PRINCIPAL: usize = 1_000;
+/// Default of how many prepared statements the server keeps in all; beyond it, creating one is
+/// refused (never another principal's statement closed).
+pub(crate) const DEFAULT_MAX_PREPARED_TOTAL: usize = 20_000;
 /// Most parameter rows one DoPut may bind.
 pub(crate) const MAX_PARAMETER_ROWS: usize = 10_000;
 
-/// A prepared statement kept between calls. It belongs to the user who created it.
+/// A prepared statement kept between calls. It belongs to the principal who created it.
 #[derive(Debug, Clone)]
 pub(crate) struct Prepared {
+    /// The owning principal's user name (JWT principals are namespaced, `jwt:<sub>`).
     pub(crate) owner: String,
     /// The Flight SQL session (bearer token) that created it, closed with it.
     pub(crate) session_key: Option<String>,
@@ -58,10 +67,29 @@ impl Prepared {
     }
 }
 
-/// Prepared statements by handle.
-#[derive(Debug, Default)]
+/// Prepared statements by owner, then handle. Each principal has its own bounded share (least
+/// recently used evicted within it), so no principal can close another's statements; a
+/// handle is only ever looked up among its caller's own.
+#[derive(Debug)]
 pub(crate) struct PreparedStore {
-    map: Mutex<HashMap<Bytes, Prepared>>,
+    inner: Mutex<Owners>,
+    per_principal: usize,
+    total: usize,
+}
+
+#[derive(Debug, Default)]
+struct Owners {
+    by_owner: HashMap<String, HashMap<Bytes, Prepared>>,
+    count: usize,
+}
+
+impl Default for PreparedStore {
+    fn default() -> Self {
+        Self::new(
+            DEFAULT_MAX_PREPARED_PER_PRINCIPAL,
+            DEFAULT_MAX_PREPARED_TOTAL,
+        )
+    }
 }
 
 fn not_found() -> Status {
@@ -70,28 +98,57 @@ fn not_found() -> Status {
 }
 
 impl PreparedStore {
-    pub(crate) fn insert(&self, handle: Bytes, prepared: Prepared) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_PREPARED {
-            if let Some(oldest) = map
+    pub(crate) fn new(per_principal: usize, total: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            per_principal: per_principal.max(1),
+            total: total.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `prepared` under `handle`. At its owner's limit, the owner's least recently used
+    /// statement is closed; at the server's limit, the new one is refused.
+    pub(crate) fn insert(&self, handle: Bytes, prepared: Prepared) -> Result<(), Status> {
+        let mut inner = self.lock();
+        let Owners { by_owner, count } = &mut *inner;
+        let owned = by_owner.entry(prepared.owner.clone()).or_default();
+        if owned.len() >= self.per_principal {
+            if let Some(oldest) = owned
                 .iter()
                 .min_by_key(|(_, p)| p.last_used)
                 .map(|(h, _)| h.clone())
             {
-                map.remove(&oldest);
+                owned.remove(&oldest);
+                *count -= 1;
             }
+        } else if *count >= self.total {
+            if owned.is_empty() {
+                by_owner.remove(&prepared.owner);
+            }
+            return Err(Status::resource_exhausted(format!(
+                "the server holds its limit of {} prepared statements; close unused ones \
+                 (each principal may keep {})",
+                self.total, self.per_principal
+            )));
         }
-        map.insert(handle, prepared);
+        if owned.insert(handle, prepared).is_none() {
+            *count += 1;
+        }
+        Ok(())
     }
 
     pub(crate) fn get(&self, handle: &Bytes, user: &str) -> Result<Prepared, Status> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(handle) {
-            Some(p) if p.owner == user => {
+        let mut inner = self.lock();
+        match inner.by_owner.get_mut(user).and_then(|o| o.get_mut(handle)) {
+            Some(p) => {
                 p.last_used = Instant::now();
                 Ok(p.clone())
             }
-            _ => Err(not_found()),
+            None => Err(not_found()),
         }
     }
 
@@ -102,29 +159,39 @@ impl PreparedStore {
         user: &str,
         params: Vec<Vec<ScalarValue>>,
     ) -> Result<(), Status> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(handle) {
-            Some(p) if p.owner == user => {
+        let mut inner = self.lock();
+        match inner.by_owner.get_mut(user).and_then(|o| o.get_mut(handle)) {
+            Some(p) => {
                 p.params = params;
                 p.last_used = Instant::now();
                 Ok(())
             }
-            _ => Err(not_found()),
+            None => Err(not_found()),
         }
     }
 
     /// Closes `handle` if it is `user`'s; closing is idempotent.
     pub(crate) fn close(&self, handle: &Bytes, user: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(handle).is_some_and(|p| p.owner == user) {
-            map.remove(handle);
-        }
+        self.remove_where(user, |h, _| h == handle);
     }
 
     /// Closes every statement of a session.
     pub(crate) fn close_session(&self, session_key: &str, user: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, p| !(p.owner == user && p.session_key.as_deref() == Some(session_key)));
+        self.remove_where(user, |_, p| p.session_key.as_deref() == Some(session_key));
+    }
+
+    fn remove_where(&self, user: &str, mut close: impl FnMut(&Bytes, &Prepared) -> bool) {
+        let mut inner = self.lock();
+        let Owners { by_owner, count } = &mut *inner;
+        let Some(owned) = by_owner.get_mut(user) else {
+            return;
+        };
+        let before = owned.len();
+        owned.retain(|h, p| !close(h, p));
+        *count -= before - owned.len();
+        if owned.is_empty() {
+            by_owner.remove(user);
+        }
     }
 }
 
@@ -207,6 +274,77 @@ mod tests {
     use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, UnionArray};
     use arrow::buffer::ScalarBuffer;
     use arrow::datatypes::{DataType, Field, Schema, UnionFields};
+
+    fn statement(owner: &str, session: Option<&str>) -> Prepared {
+        Prepared::new(
+            owner.into(),
+            session.map(str::to_string),
+            "SELECT 1".into(),
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn each_principal_has_its_own_lru_share() {
+        let store = PreparedStore::new(3, 100);
+        let h = |i: usize| Bytes::from(format!("h{i}"));
+        store
+            .insert(Bytes::from("b"), statement("bob", None))
+            .unwrap();
+        for i in 0..3 {
+            store.insert(h(i), statement("ann", None)).unwrap();
+        }
+        // Touch h0: h1 is now ann's least recently used.
+        store.get(&h(0), "ann").unwrap();
+        for i in 3..10 {
+            store.insert(h(i), statement("ann", None)).unwrap();
+            store.get(&h(0), "ann").unwrap();
+        }
+        assert!(store.get(&h(0), "ann").is_ok());
+        assert!(store.get(&h(9), "ann").is_ok());
+        assert_eq!(
+            store.get(&h(1), "ann").unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        assert!(store.get(&Bytes::from("b"), "bob").is_ok());
+        // Handles are only found among the caller's own.
+        assert_eq!(
+            store.get(&h(0), "bob").unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        store.close(&h(0), "bob");
+        assert!(store.get(&h(0), "ann").is_ok());
+    }
+
+    #[test]
+    fn the_server_limit_refuses_instead_of_evicting_others() {
+        let store = PreparedStore::new(2, 3);
+        store
+            .insert(Bytes::from("a1"), statement("ann", Some("s")))
+            .unwrap();
+        store
+            .insert(Bytes::from("a2"), statement("ann", Some("s")))
+            .unwrap();
+        store
+            .insert(Bytes::from("b1"), statement("bob", None))
+            .unwrap();
+        let e = store
+            .insert(Bytes::from("c1"), statement("cy", None))
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        // At its own limit, ann replaces her own statement.
+        store
+            .insert(Bytes::from("a3"), statement("ann", Some("s")))
+            .unwrap();
+        assert!(store.get(&Bytes::from("b1"), "bob").is_ok());
+        // Closing a session frees its share.
+        store.close_session("s", "ann");
+        store
+            .insert(Bytes::from("c1"), statement("cy", None))
+            .unwrap();
+        assert!(store.get(&Bytes::from("a3"), "ann").is_err());
+    }
 
     #[test]
     fn numbers_question_marks_outside_literals() {

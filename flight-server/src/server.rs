@@ -2,7 +2,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use meshql_auth::Authenticator;
 use meshql_catalog::ServerConfig;
 use meshql_engine::MeshEngine;
 use tokio::net::TcpListener;
@@ -52,13 +54,26 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let auth = Arc::new(Authenticator::new(&engine.mesh().config));
+    serve_with_authenticator(engine, auth, listener, shutdown).await
+}
+
+/// Like [`serve`], with an [`Authenticator`] shared with other transports (the HTTP server), so
+/// that a session token issued by one is accepted by the other.
+pub async fn serve_with_authenticator(
+    engine: MeshEngine,
+    auth: Arc<Authenticator>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let config = engine.mesh().config.server.clone();
-    let service = MeshFlightSqlService::try_new(engine)
+    let service = MeshFlightSqlService::try_with_authenticator(engine, auth)
         .map_err(|s| ServerError::Setup(s.message().to_string()))?;
     serve_service(service, &config, listener, shutdown).await
 }
 
-/// Serves an existing service (tests use this to observe it while it runs).
+/// Serves an existing service (tests use this to observe it while it runs). Every request but
+/// the handshake goes through the service's authenticator first ([`crate::AuthLayer`]).
 pub async fn serve_service(
     service: MeshFlightSqlService,
     config: &ServerConfig,

@@ -15,7 +15,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use tonic::metadata::MetadataMap;
 
 pub(crate) const SET_SESSION_OPTIONS: &str = "SetSessionOptions";
 pub(crate) const GET_SESSION_OPTIONS: &str = "GetSessionOptions";
@@ -124,15 +123,6 @@ pub(crate) fn decode_body<M: Message + Default>(body: &[u8], name: &str) -> Resu
         }
     }
     M::decode(body).map_err(|e| format!("malformed {name}: {e}"))
-}
-
-/// The bearer token of a request: the session key.
-pub(crate) fn session_key(metadata: &MetadataMap) -> Option<String> {
-    let header = metadata.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = header.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("Bearer")
-        .then(|| token.trim().to_string())
 }
 
 #[derive(Debug)]

@@ -37,3 +37,31 @@ pub(crate) fn auth_status(e: AuthError) -> Status {
         }
     }
 }
+
+#[cfg(test)]
+mod auth_status_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_auth_error_has_its_status() {
+        let join_error = tokio::spawn(async { panic!("argon2 worker died") })
+            .await
+            .unwrap_err();
+        let rows: Vec<(AuthError, tonic::Code, &str)> = vec![
+            (
+                AuthError::Unauthenticated("invalid user name or password".into()),
+                tonic::Code::Unauthenticated,
+                "invalid user name or password",
+            ),
+            (
+                AuthError::PasswordCheck(join_error),
+                tonic::Code::Internal,
+                "password check failed",
+            ),
+        ];
+        for (error, code, message) in rows {
+            let status = auth_status(error);
+            assert_eq!((status.code(), status.message()), (code, message));
+        }
+    }
+}

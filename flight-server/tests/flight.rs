@@ -39,9 +39,40 @@ impl TestServer {
     }
 
     async fn start_with(dir: tempfile::TempDir, config: &Path) -> Self {
+        Self::start_custom(dir, config, |s| s).await
+    }
+
+    /// A demo server with `extra` appended to its configuration and its service adjusted.
+    async fn start_configured(
+        extra: &str,
+        customize: impl FnOnce(
+            meshql_flight_server::MeshFlightSqlService,
+        ) -> meshql_flight_server::MeshFlightSqlService,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DemoOptions {
+            dir: dir.path().to_path_buf(),
+            scale: 1,
+            force: false,
+        };
+        let mut progress = |_: &str| {};
+        let report = write_demo(&opts, &mut progress).await.unwrap();
+        let text = std::fs::read_to_string(&report.config).unwrap();
+        std::fs::write(&report.config, format!("{text}\n{extra}")).unwrap();
+        Self::start_custom(dir, &report.config, customize).await
+    }
+
+    async fn start_custom(
+        dir: tempfile::TempDir,
+        config: &Path,
+        customize: impl FnOnce(
+            meshql_flight_server::MeshFlightSqlService,
+        ) -> meshql_flight_server::MeshFlightSqlService,
+    ) -> Self {
         let engine = MeshEngine::try_new(Mesh::load(config).unwrap()).unwrap();
         let server_config = engine.mesh().config.server.clone();
-        let service = meshql_flight_server::MeshFlightSqlService::try_new(engine).unwrap();
+        let service =
+            customize(meshql_flight_server::MeshFlightSqlService::try_new(engine).unwrap());
         let listener = meshql_flight_server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -653,5 +684,387 @@ async fn metadata_rpcs_for_jdbc() {
     let info = c.get_sql_info(vec![]).await.unwrap();
     let b = fetch(&mut c, info).await.unwrap();
     assert!(rows(&b) > 70, "{}", rows(&b));
+    server.stop().await;
+}
+
+const DEMO_USERS: [&str; 5] = [
+    "admin",
+    "eu_analyst",
+    "guest",
+    "sales_analyst",
+    "shipping_ds",
+];
+const JWT_SECRET_VAR: &str = "MESHQL_FLIGHT_TEST_JWT_SECRET";
+const JWT_SECRET: &str = "flight-tests-hs256-secret-0123456789abcdef";
+
+/// `[auth.jwt]` for an HS256 test identity provider, plus `extra` settings.
+fn jwt_config(extra: &str) -> String {
+    // Set once, before any server of these tests reads it.
+    static SECRET: std::sync::Once = std::sync::Once::new();
+    SECRET.call_once(|| std::env::set_var(JWT_SECRET_VAR, JWT_SECRET));
+    format!(
+        "[auth.jwt]\nhs256_secret_env = \"{JWT_SECRET_VAR}\"\naudiences = [\"meshql\"]\n\
+         attribute_claims = {{ region = \"region\" }}\n{extra}"
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A JWT for `sub` with no groups, valid for ten minutes.
+fn jwt_for(sub: &str, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({"sub": sub, "aud": "meshql", "exp": now() + 600});
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+impl TestServer {
+    /// A client carrying `token` as its bearer token, without a handshake.
+    async fn with_token(&self, token: &str) -> FlightSqlServiceClient<Channel> {
+        let mut c = self.client().await;
+        c.set_token(token.to_string());
+        c
+    }
+}
+
+/// Creates a prepared statement through the raw action, returning its handle.
+async fn prepare_handle(
+    c: &FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<bytes::Bytes, tonic::Status> {
+    use arrow_flight::sql::{ActionCreatePreparedStatementRequest, ProstMessageExt};
+    use prost::Message;
+    let action = arrow_flight::Action::new(
+        "CreatePreparedStatement",
+        ActionCreatePreparedStatementRequest {
+            query: sql.to_string(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let mut raw = c.inner().clone();
+    let mut results = raw.do_action(authorized(c, action)).await?.into_inner();
+    let body = results.message().await?.expect("a result").body;
+    let any = arrow_flight::sql::Any::decode(body).unwrap();
+    let res: arrow_flight::sql::ActionCreatePreparedStatementResult =
+        any.unpack().unwrap().unwrap();
+    Ok(res.prepared_statement_handle)
+}
+
+/// Executes a prepared statement by handle; returns its row count.
+async fn execute_handle(
+    c: &mut FlightSqlServiceClient<Channel>,
+    handle: &bytes::Bytes,
+) -> Result<usize, tonic::Status> {
+    use arrow_flight::sql::{CommandPreparedStatementQuery, ProstMessageExt};
+    use prost::Message;
+    let cmd = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle.clone(),
+    };
+    let descriptor = arrow_flight::FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let mut raw = c.inner().clone();
+    let info = raw
+        .get_flight_info(authorized(c, descriptor))
+        .await?
+        .into_inner();
+    let batches = fetch(c, info)
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(rows(&batches))
+}
+
+/// Closes a prepared statement by handle through the raw action.
+async fn close_handle(c: &FlightSqlServiceClient<Channel>, handle: &bytes::Bytes) {
+    use arrow_flight::sql::{ActionClosePreparedStatementRequest, ProstMessageExt};
+    use prost::Message;
+    let action = arrow_flight::Action::new(
+        "ClosePreparedStatement",
+        ActionClosePreparedStatementRequest {
+            prepared_statement_handle: handle.clone(),
+        }
+        .as_any()
+        .encode_to_vec(),
+    );
+    let mut raw = c.inner().clone();
+    let mut results = raw
+        .do_action(authorized(c, action))
+        .await
+        .unwrap()
+        .into_inner();
+    while results.message().await.unwrap().is_some() {}
+}
+
+/// `(user, sql)` of every `meshql.audit` record the client may see.
+async fn audit_records(c: &mut FlightSqlServiceClient<Channel>) -> Vec<(String, String)> {
+    let b = sql(c, "SELECT \"user\", sql FROM meshql.audit")
+        .await
+        .unwrap();
+    b.iter()
+        .flat_map(|b| {
+            let users = b.column(0).as_string::<i32>().clone();
+            let sqls = b.column(1).as_string::<i32>().clone();
+            (0..b.num_rows())
+                .map(move |i| (users.value(i).to_string(), sqls.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+async fn cancel(c: &mut FlightSqlServiceClient<Channel>, info: &FlightInfo) -> i32 {
+    let action = arrow_flight::Action::new(
+        "CancelFlightInfo",
+        prost::Message::encode_to_vec(&arrow_flight::CancelFlightInfoRequest::new(info.clone())),
+    );
+    let mut results = c.do_action(action).await.unwrap();
+    let result = results.message().await.unwrap().expect("a result");
+    let result: arrow_flight::CancelFlightInfoResult = prost::Message::decode(result.body).unwrap();
+    result.status
+}
+
+/// A JWT whose subject is a local user's name is a different principal (`jwt:<sub>`): it reads
+/// none of that user's audit records and cannot use, close or cancel anything of theirs.
+#[tokio::test]
+async fn jwt_subjects_do_not_become_local_users() {
+    let server = TestServer::start_configured(&jwt_config(""), |s| s).await;
+    for user in DEMO_USERS {
+        let mut local = server.login(user).await;
+        let marker = format!("SELECT 'marker of {user}' AS m");
+        assert_eq!(rows(&sql(&mut local, &marker).await.unwrap()), 1);
+        let handle = prepare_handle(&local, "SELECT 1 AS one").await.unwrap();
+        let running = local.execute(HUGE.to_string(), None).await.unwrap();
+        let mut stream = local
+            .do_get(running.endpoint[0].ticket.clone().unwrap())
+            .await
+            .unwrap();
+        assert!(stream.try_next().await.unwrap().unwrap().num_rows() > 0);
+
+        let mut token = server
+            .with_token(&jwt_for(user, serde_json::json!({})))
+            .await;
+        // Its own first query, so that it has a record of its own.
+        assert_eq!(rows(&sql(&mut token, "SELECT 1").await.unwrap()), 1);
+        let seen = audit_records(&mut token).await;
+        assert!(!seen.is_empty());
+        assert!(
+            seen.iter().all(|(u, _)| *u == format!("jwt:{user}")),
+            "{user}: {seen:?}"
+        );
+        assert!(!seen.iter().any(|(_, s)| *s == marker), "{user}");
+        // The local user does see the marker: the audit holds it.
+        let own = audit_records(&mut local).await;
+        assert!(own.iter().any(|(u, s)| u == user && *s == marker), "{user}");
+
+        // The local user's prepared statement is not the token's: unknown, not closable.
+        let err = execute_handle(&mut token, &handle).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{user}: {err}");
+        close_handle(&token, &handle).await;
+        assert_eq!(execute_handle(&mut local, &handle).await.unwrap(), 1);
+        // Nor is its running query.
+        assert_eq!(
+            cancel(&mut token, &running).await,
+            arrow_flight::CancelStatus::NotCancellable as i32,
+            "{user}"
+        );
+        assert_eq!(
+            cancel(&mut local, &running).await,
+            arrow_flight::CancelStatus::Cancelled as i32,
+            "{user}"
+        );
+        drop(stream);
+    }
+    wait_until_idle(&server).await;
+    server.stop().await;
+}
+
+/// With `map_to_local_users = true`, a token whose subject names a local user is that user,
+/// with the local user's groups and attributes (not the token's).
+#[tokio::test]
+async fn jwt_mapped_to_local_users_are_those_users() {
+    let server =
+        TestServer::start_configured(&jwt_config("map_to_local_users = true\n"), |s| s).await;
+    let mut local = server.login("eu_analyst").await;
+    let marker = "SELECT 'marker of the local eu_analyst' AS m";
+    sql(&mut local, marker).await.unwrap();
+    let handle = prepare_handle(&local, "SELECT 1 AS one").await.unwrap();
+    // The token claims another region and admin's group: the local rules apply regardless.
+    let claims = serde_json::json!({"region": "NA", "groups": ["admin", "pii_reader"]});
+    let mut token = server
+        .with_token(&jwt_for("eu_analyst", claims.clone()))
+        .await;
+    let seen = audit_records(&mut token).await;
+    assert!(seen.iter().any(|(u, s)| u == "eu_analyst" && s == marker));
+    assert!(seen.iter().all(|(u, _)| u == "eu_analyst"), "{seen:?}");
+    assert_eq!(execute_handle(&mut token, &handle).await.unwrap(), 1);
+    let b = sql(
+        &mut token,
+        "SELECT DISTINCT region FROM customers.customers",
+    )
+    .await
+    .unwrap();
+    let regions: Vec<_> = b
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(regions, ["EU"]);
+    // A subject that is no local user stays in the JWT namespace, with its token's claims
+    // (group `admin` lets it read every record, and its own are `jwt:eve`'s).
+    let mut stranger = server.with_token(&jwt_for("eve", claims)).await;
+    sql(&mut stranger, "SELECT 1").await.unwrap();
+    let seen = audit_records(&mut stranger).await;
+    assert!(seen.iter().any(|(u, _)| u == "jwt:eve"), "{seen:?}");
+    assert!(
+        seen.iter().any(|(u, s)| u == "eu_analyst" && s == marker),
+        "{seen:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn jwts_not_yet_valid_are_unauthenticated() {
+    let server = TestServer::start_configured(&jwt_config(""), |s| s).await;
+    let future = jwt_for("eve", serde_json::json!({"nbf": now() + 3600}));
+    let mut c = server.with_token(&future).await;
+    let err = c.get_catalogs().await.unwrap_err().to_string();
+    assert!(err.contains("not yet valid"), "{err}");
+    // Within the documented leeway (30 s), a slightly early `nbf` is accepted.
+    let skewed = jwt_for("eve", serde_json::json!({"nbf": now() + 10}));
+    let mut c = server.with_token(&skewed).await;
+    c.get_catalogs().await.unwrap();
+    server.stop().await;
+}
+
+/// A login attempt costs one argon2 verification whether or not the user exists.
+#[tokio::test]
+async fn unknown_users_cost_a_real_password_check() {
+    let server = TestServer::start().await;
+    let auth = std::sync::Arc::clone(server.service.authenticator());
+    for user in DEMO_USERS {
+        for (name, password) in [(user, "wrong"), (&*format!("{user}_unknown"), user)] {
+            let before = auth.password_verifications();
+            let err = server
+                .client()
+                .await
+                .handshake(name, password)
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("invalid user name or password"),
+                "{err}"
+            );
+            assert_eq!(auth.password_verifications(), before + 1, "{name}");
+        }
+        let before = auth.password_verifications();
+        server.login(user).await;
+        assert_eq!(auth.password_verifications(), before + 1);
+    }
+    server.stop().await;
+}
+
+/// Every principal has its own bounded share of prepared statements (least recently used
+/// closed within it); the server-wide limit refuses new ones instead of closing others'.
+#[tokio::test]
+async fn prepared_statements_are_bounded_per_principal() {
+    let server = TestServer::start_configured("", |s| s.with_prepared_statement_limits(3, 8)).await;
+    let mut others = Vec::new();
+    for user in ["eu_analyst", "guest", "sales_analyst", "shipping_ds"] {
+        let c = server.login(user).await;
+        let h = prepare_handle(&c, "SELECT 1 AS one").await.unwrap();
+        others.push((c, h));
+    }
+    let mut admin = server.login("admin").await;
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        handles.push(
+            prepare_handle(&admin, &format!("SELECT {i} AS i"))
+                .await
+                .unwrap(),
+        );
+        // Keep the first one in use: it is never the least recently used.
+        assert_eq!(execute_handle(&mut admin, &handles[0]).await.unwrap(), 1);
+    }
+    assert_eq!(execute_handle(&mut admin, &handles[0]).await.unwrap(), 1);
+    for h in &handles[8..] {
+        assert_eq!(execute_handle(&mut admin, h).await.unwrap(), 1);
+    }
+    for h in &handles[1..8] {
+        let err = execute_handle(&mut admin, h).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+    }
+    for (c, h) in &mut others {
+        assert_eq!(
+            execute_handle(c, h).await.unwrap(),
+            1,
+            "another principal's statement survived"
+        );
+    }
+    // 3 + 4 statements held; one more principal's share still fits, then the server is full.
+    let (c, _) = &others[0];
+    prepare_handle(c, "SELECT 2").await.unwrap();
+    let err = prepare_handle(&others[1].0, "SELECT 2").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("prepared statements"), "{err}");
+    // A principal at its own limit still replaces its own.
+    prepare_handle(&admin, "SELECT 11").await.unwrap();
+    for (c, h) in &mut others {
+        assert_eq!(execute_handle(c, h).await.unwrap(), 1);
+    }
+    server.stop().await;
+}
+
+/// Basic credentials are accepted on any call (the same authentication path as the handshake's
+/// tokens and JWTs); the handshake is the only RPC that passes unauthenticated.
+#[tokio::test]
+async fn one_authentication_path_for_every_rpc() {
+    use base64::Engine;
+    let server = TestServer::start().await;
+    let basic = base64::engine::general_purpose::STANDARD_NO_PAD.encode("eu_analyst:eu_analyst");
+    let mut c = server.client().await;
+    c.set_header("authorization", format!("Basic {basic}"));
+    let b = sql(&mut c, "SELECT DISTINCT region FROM customers.customers")
+        .await
+        .unwrap();
+    assert_eq!(rows(&b), 1);
+    let mut c = server.client().await;
+    c.set_header(
+        "authorization",
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("eu_analyst:nope")
+        ),
+    );
+    let err = c.get_catalogs().await.unwrap_err().to_string();
+    assert!(err.contains("invalid user name or password"), "{err}");
+    // Calls outside Flight SQL's commands are authenticated too.
+    let mut raw = server.client().await.inner().clone();
+    let err = raw
+        .list_actions(tonic::Request::new(arrow_flight::Empty {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = raw
+        .do_get(tonic::Request::new(arrow_flight::Ticket::new("x")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(err.message().contains("authorization"), "{err}");
     server.stop().await;
 }

@@ -239,6 +239,7 @@ def test_jwt_principal_gets_its_policies(secure_server) -> None:
         pytest.param(make_jwt(claims(exp=int(time.time()) - 3600)), id="expired"),
         pytest.param(make_jwt(claims(), secret="a-different-secret-of-sufficient-length"), id="wrong-key"),
         pytest.param(make_jwt(claims(aud="another-service")), id="wrong-audience"),
+        pytest.param(make_jwt(claims(nbf=int(time.time()) + 3600)), id="not-yet-valid"),
         pytest.param("not-a-token", id="garbage"),
     ],
 )
@@ -248,6 +249,34 @@ def test_bad_tokens_are_unauthenticated(secure_server, token: str) -> None:
         with connect_with_token(srv, token) as conn:
             run(conn, "SELECT 1")
     assert "unauthenticated" in str(info.value).lower(), info.value
+
+
+def test_jwt_not_yet_valid_says_so(secure_server) -> None:
+    srv, _ = secure_server
+    with pytest.raises(Exception) as info:
+        with connect_with_token(srv, make_jwt(claims(nbf=int(time.time()) + 3600))) as conn:
+            run(conn, "SELECT 1")
+    assert "not yet valid" in str(info.value), info.value
+
+
+@pytest.mark.parametrize("user", sorted(VISIBLE))
+def test_jwt_subject_naming_a_local_user_is_another_principal(secure_server, user: str) -> None:
+    """A token with `sub = <local user>` is `jwt:<user>`: none of the user's access, none of
+    its audit records (docs/access.md, "JWT principals")."""
+    srv, _ = secure_server
+    marker = f"SELECT 'audit marker of {user}' AS m"
+    with connect(srv, user) as local:
+        run(local, marker)
+        own = run(local, 'SELECT "user", sql FROM meshql.audit').to_pylist()
+        assert {"user": user, "sql": marker} in own
+    token = make_jwt(claims(sub=user, groups=[], region=None))
+    with connect_with_token(srv, token) as conn:
+        assert objects(conn) == []
+        run(conn, "SELECT 1 AS one")
+        seen = run(conn, 'SELECT "user", sql FROM meshql.audit').to_pylist()
+    assert seen, "its own records are visible"
+    assert {r["user"] for r in seen} == {f"jwt:{user}"}, seen
+    assert marker not in {r["sql"] for r in seen}
 
 
 def test_zz_audit_file_recorded_every_query_of_the_suite(secure_server) -> None:
@@ -263,7 +292,8 @@ def test_zz_audit_file_recorded_every_query_of_the_suite(secure_server) -> None:
     missing = [sql for sql in SENT if sql not in recorded and numbered(sql) not in recorded and sql != "SELECT 1"]
     assert not missing, f"not in the audit file: {missing}"
     users = {r["user"] for r in records}
-    assert {"admin", "eu_analyst", "sales_analyst", "guest", "jwt_analyst"} <= users
+    # JWT principals are namespaced: `jwt:<sub>`.
+    assert {"admin", "eu_analyst", "sales_analyst", "guest", "jwt:jwt_analyst"} <= users
     denied = [r for r in records if r["user"] == "guest" and r["outcome"] == "error"]
     assert denied, "refused attempts are audited"
     eu = [r for r in records if r["user"] == "eu_analyst" and r["outcome"] == "ok" and r["products"]]

@@ -1,0 +1,94 @@
+//! SQL statements: GetFlightInfo plans a query and answers its schema with a ticket carrying the
+//! SQL; DoGet plans it again and streams the results. Updates and bulk ingestion are refused:
+//! meshql is read-only.
+
+use std::sync::Arc;
+
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::results::flight_info;
+use super::{caller, DoGetStream, MeshFlightSqlService};
+use crate::prepared::number_placeholders;
+use crate::status::engine_status;
+
+/// What a statement ticket carries: the SQL, the default schema it was planned with, and a
+/// unique id so that CancelFlightInfo stops exactly this execution.
+#[derive(Clone, PartialEq, Message)]
+struct StatementTicket {
+    #[prost(string, tag = "1")]
+    sql: String,
+    #[prost(string, optional, tag = "2")]
+    default_schema: Option<String>,
+    #[prost(string, tag = "3")]
+    id: String,
+}
+
+impl MeshFlightSqlService {
+    pub(super) async fn statement_info(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&request)?;
+        let default_schema = self.default_schema(&caller);
+        let session = self.session_for(caller.principal, default_schema.as_deref())?;
+        let sql = number_placeholders(&query.query);
+        let planned = session.plan_sql(&sql).await.map_err(engine_status)?;
+        let handle = StatementTicket {
+            sql,
+            default_schema,
+            id: uuid::Uuid::new_v4().to_string(),
+        }
+        .encode_to_vec();
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        }
+        .as_any()
+        .encode_to_vec();
+        Ok(Response::new(flight_info(
+            &planned.schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    pub(super) async fn statement_results(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let principal = caller(&request)?.principal;
+        let t = StatementTicket::decode(ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
+        let session = self.session_for(principal, t.default_schema.as_deref())?;
+        tracing::info!(user = %session.principal().user, sql = %t.sql, "query");
+        let planned = session.plan_sql(&t.sql).await.map_err(engine_status)?;
+        let schema = Arc::clone(&planned.schema);
+        let key = request.into_inner().ticket;
+        Ok(Response::new(
+            self.run(session, schema, vec![planned], key).await?,
+        ))
+    }
+
+    pub(super) fn refuse_update(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::permission_denied(
+            "meshql is read-only: updates are not accepted",
+        ))
+    }
+
+    pub(super) fn refuse_ingest(
+        &self,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::permission_denied(
+            "meshql is read-only: bulk ingestion is not accepted",
+        ))
+    }
+}
