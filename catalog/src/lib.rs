@@ -14,8 +14,9 @@ mod principal;
 mod types;
 
 pub use config::{
-    AuditConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig,
-    DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
+    AuditConfig, ClusterConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig,
+    UserConfig, DEFAULT_BIND, DEFAULT_CLUSTER_SECRET_ENV, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_SCAN_BYTES_PER_PARTITION, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use manifest::{ColumnSpec, Format, ProductManifest, Sla};
