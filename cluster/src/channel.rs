@@ -155,15 +155,13 @@ impl MeshChannel {
 pub(crate) fn link_failure(e: &DataFusionError) -> Option<String> {
     match e {
         DataFusionError::External(inner) => {
-            if let Some(status) = inner.downcast_ref::<tonic::Status>() {
-                return Some(status_message(status));
-            }
-            if let Some(arrow_flight::error::FlightError::Tonic(status)) =
-                inner.downcast_ref::<arrow_flight::error::FlightError>()
-            {
-                return Some(status_message(status));
-            }
-            None
+            let status = inner.downcast_ref::<tonic::Status>().or_else(|| {
+                match inner.downcast_ref::<arrow_flight::error::FlightError>() {
+                    Some(arrow_flight::error::FlightError::Tonic(status)) => Some(status.as_ref()),
+                    _ => None,
+                }
+            })?;
+            is_link_failure(status).then(|| status_message(status))
         }
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             link_failure(inner)
@@ -172,6 +170,23 @@ pub(crate) fn link_failure(e: &DataFusionError) -> Option<String> {
         DataFusionError::Collection(errors) => errors.iter().find_map(link_failure),
         _ => None,
     }
+}
+
+/// Statuses a worker that is up and talking would not send on its own: the connection failed
+/// or broke (tonic reports refused connections as `Unavailable` and broken HTTP/2 streams as
+/// `Unknown`/`Internal`), timed out, or the worker refused the secret. Errors a worker reports
+/// arrive as encoded DataFusion errors instead and are never classified here.
+fn is_link_failure(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Unauthenticated
+    )
 }
 
 fn status_message(status: &tonic::Status) -> String {
@@ -267,5 +282,39 @@ impl WorkerChannel for MeshChannel {
 impl std::fmt::Debug for MeshChannels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshChannels").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn external(status: tonic::Status) -> DataFusionError {
+        DataFusionError::External(Box::new(status))
+    }
+
+    #[test]
+    fn only_broken_links_count_as_an_unavailable_worker() {
+        let refused = external(tonic::Status::unavailable("tcp connect error"));
+        assert_eq!(link_failure(&refused).as_deref(), Some("tcp connect error"));
+        let wrapped = DataFusionError::Context(
+            "reading stage 2".into(),
+            Box::new(DataFusionError::Shared(Arc::new(external(
+                tonic::Status::unknown("h2 protocol error"),
+            )))),
+        );
+        assert!(link_failure(&wrapped).is_some());
+        let refused_secret = external(tonic::Status::unauthenticated("no"));
+        assert!(link_failure(&refused_secret)
+            .unwrap()
+            .contains("refused the cluster secret"));
+        // Errors of the query itself, reported by a live worker, are not link failures.
+        for e in [
+            external(tonic::Status::invalid_argument("bad")),
+            DataFusionError::Execution("division by zero".into()),
+            DataFusionError::External(Box::new(std::io::Error::other("disk"))),
+        ] {
+            assert_eq!(link_failure(&e), None, "{e}");
+        }
     }
 }

@@ -6,7 +6,7 @@
 //!   while the query is planned (a secured read's scan, filter and masks sit inside its barrier);
 //!   those nested plannings stay local, so a barrier never hides a distributed sub-query.
 //! - A plan that cannot travel (a node without a codec, such as a Delta scan) runs entirely on
-//!   the coordinator, as do all queries while no worker is up.
+//!   the coordinator, as do all queries while fewer than two workers are up.
 //! - A distributed query is wrapped in [`ClusterExec`], which names the worker behind a failure
 //!   (`EngineError::WorkerUnavailable`).
 
@@ -68,8 +68,13 @@ impl QueryPlanner for MeshqlQueryPlanner {
                 local_planner.create_physical_plan(logical_plan, session),
             )
             .await?;
-        if self.pool.up().is_empty() {
-            tracing::debug!("no cluster worker is up: the query runs on the coordinator");
+        if self.pool.up().len() < 2 {
+            // datafusion-distributed gives every stage at most one task per worker, and a stage
+            // of one task under a one-task consumer is not worth a network hop: with fewer than
+            // two workers up it would keep the plan local anyway.
+            tracing::debug!(
+                "fewer than two cluster workers are up: the query runs on the coordinator"
+            );
             return Ok(local);
         }
         if let Some(why) = cannot_travel(&local, session.config()) {

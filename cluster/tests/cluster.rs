@@ -23,6 +23,49 @@ use tokio::sync::oneshot;
 
 const SECRET: &str = "cluster-test-secret-0123456789";
 
+/// The process-wide metrics recorder of this test binary (tests filter by their own workers).
+fn metrics_snapshotter() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("the only metrics recorder");
+        snapshotter
+    })
+}
+
+type MetricsSnapshot = Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+)>;
+
+/// Counter `name` per `worker` label, for the given workers. (A snapshot drains the counters:
+/// only this test takes them.)
+fn counters(snapshot: &MetricsSnapshot, name: &str, workers: &[RunningWorker]) -> Vec<u64> {
+    workers
+        .iter()
+        .map(|w| {
+            snapshot
+                .iter()
+                .filter(|(key, _, _, _)| {
+                    key.key().name() == name
+                        && key
+                            .key()
+                            .labels()
+                            .any(|l| l.key() == "worker" && l.value() == w.url)
+                })
+                .map(|(_, _, _, value)| match value {
+                    metrics_util::debugging::DebugValue::Counter(n) => *n,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .collect()
+}
+
 async fn demo_mesh(dir: &Path) -> PathBuf {
     let opts = DemoOptions {
         dir: dir.to_path_buf(),
@@ -153,6 +196,7 @@ const QUERIES: [&str; 7] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_answers_and_same_rules_as_a_single_node() {
+    metrics_snapshotter();
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
     for user in USERS {
@@ -199,6 +243,20 @@ async fn same_answers_and_same_rules_as_a_single_node() {
     // A query reading a Delta product (no codec) stays on the coordinator.
     let runs = workers_of("admin", QUERIES[5]);
     assert!(runs.iter().all(|w| w.is_empty()), "{runs:?}");
+    // Per-worker metrics: fragments sent to and rows and bytes received from each worker.
+    let snapshot: MetricsSnapshot = metrics_snapshotter().snapshot().into_vec();
+    for name in [
+        "meshql_cluster_worker_fragments_total",
+        "meshql_cluster_worker_rows_total",
+        "meshql_cluster_worker_bytes_total",
+    ] {
+        let per_worker = counters(&snapshot, name, &c.workers);
+        assert!(per_worker.iter().all(|n| *n > 0), "{name}: {per_worker:?}");
+    }
+    assert_eq!(
+        counters(&snapshot, "meshql_cluster_worker_errors_total", &c.workers),
+        [0, 0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -283,7 +341,7 @@ async fn plan_text(engine: &MeshEngine, user: &str, sql: &str) -> String {
     text
 }
 
-async fn assert_fails_closed(c: &Cluster) {
+async fn assert_fails_closed(c: &Cluster, why: &str) {
     for (user, sql) in [
         (
             "eu_analyst",
@@ -303,6 +361,7 @@ async fn assert_fails_closed(c: &Cluster) {
             .await
             .expect_err("a query whose policy barrier cannot travel must fail");
         let text = err.to_string();
+        assert!(text.contains(why), "{text}");
         // Nothing of the data leaks through the error either.
         assert!(!text.contains('@'), "{text}");
         // Unrestricted reads are unaffected.
@@ -315,14 +374,14 @@ async fn assert_fails_closed(c: &Cluster) {
 async fn workers_without_the_policy_codec_fail_queries_instead_of_leaking() {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(dir.path(), Arc::new(CannotDecode), Arc::new(MeshqlCodec)).await;
-    assert_fails_closed(&c).await;
+    assert_fails_closed(&c, "no meshql codec here").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mangled_policy_barrier_fails_queries_instead_of_leaking() {
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(Truncating)).await;
-    assert_fails_closed(&c).await;
+    assert_fails_closed(&c, "refusing a plan fragment").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
