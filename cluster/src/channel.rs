@@ -3,12 +3,13 @@
 //! that stops answering is noticed within a bounded time.
 //!
 //! Every worker call goes through [`MeshChannel`], which records the worker in the query's
-//! [`WorkersUsed`] (for the audit record), counts plan fragments, rows, bytes and errors per
-//! worker (`metrics` facade, label `worker`), and turns a broken link into
-//! `EngineError::WorkerUnavailable` naming the worker (and marks it down in the pool).
+//! [`WorkersUsed`] (for the audit record) and counts plan fragments, rows, bytes and errors per
+//! worker (`metrics` facade, label `worker`). Which worker a failure is due to is decided by the
+//! coordinator's pool (it asks the workers), not from the error: a healthy worker whose stream was
+//! reset because another worker froze reports a transport-looking error too.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,12 +25,11 @@ use datafusion_distributed::{
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use http::HeaderMap;
-use meshql_engine::{EngineError, WorkersUsed};
+use meshql_engine::WorkersUsed;
 use tonic::transport::{Channel, Endpoint};
 use url::Url;
 
 use crate::auth::ClusterSecret;
-use crate::pool::WorkerPool;
 
 /// How connections to workers are made.
 #[derive(Debug, Clone)]
@@ -39,13 +39,22 @@ pub(crate) struct LinkSettings {
     pub(crate) keepalive_interval: Duration,
 }
 
+/// Shortest wait for an HTTP/2 keep-alive answer: a worker busy with CPU-heavy work answers
+/// pings late, and a connection closed on a busy worker would fail its queries.
+const MIN_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl LinkSettings {
+    /// How long a keep-alive ping may go unanswered before the connection is given up.
+    pub(crate) fn keepalive_timeout(&self) -> Duration {
+        self.connect_timeout.max(MIN_KEEPALIVE_TIMEOUT)
+    }
+}
+
 /// The [`ChannelResolver`] of the coordinator and of every worker.
 #[derive(Clone)]
 pub(crate) struct MeshChannels {
     settings: LinkSettings,
     channels: Arc<Mutex<HashMap<Url, BoxCloneSyncChannel>>>,
-    /// The coordinator's pool, told about broken links (workers have none).
-    pool: Option<Weak<WorkerPool>>,
 }
 
 impl MeshChannels {
@@ -53,13 +62,7 @@ impl MeshChannels {
         Self {
             settings,
             channels: Arc::new(Mutex::new(HashMap::new())),
-            pool: None,
         }
-    }
-
-    pub(crate) fn with_pool(mut self, pool: &Arc<WorkerPool>) -> Self {
-        self.pool = Some(Arc::downgrade(pool));
-        self
     }
 
     /// The (cached, lazily connected) channel to `url`, adding the secret to every request.
@@ -74,7 +77,7 @@ impl MeshChannels {
             })?
             .connect_timeout(self.settings.connect_timeout)
             .http2_keep_alive_interval(self.settings.keepalive_interval)
-            .keep_alive_timeout(self.settings.connect_timeout)
+            .keep_alive_timeout(self.settings.keepalive_timeout())
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         let channel: Channel = endpoint.connect_lazy();
@@ -97,7 +100,6 @@ impl MeshChannels {
         Ok(MeshChannel {
             label: worker_label(url),
             inner: create_worker_client(self.channel(url)?),
-            pool: self.pool.clone(),
         })
     }
 }
@@ -118,28 +120,14 @@ pub(crate) fn worker_label(url: &Url) -> String {
 pub(crate) struct MeshChannel {
     label: String,
     inner: Box<dyn WorkerChannel>,
-    pool: Option<Weak<WorkerPool>>,
 }
 
 impl MeshChannel {
-    /// Classifies an error of a call to this worker: a broken link (the worker could not be
-    /// reached, or went away mid-stream) becomes `WorkerUnavailable`; an error the worker itself
-    /// reported (a failed cast, a storage error) passes through unchanged.
-    fn failed(label: &str, pool: &Option<Weak<WorkerPool>>, e: DataFusionError) -> DataFusionError {
+    /// Counts a failed call to this worker; the error itself passes through unchanged.
+    fn failed(label: &str, e: DataFusionError) -> DataFusionError {
         metrics::counter!("meshql_cluster_worker_errors_total", "worker" => label.to_string())
             .increment(1);
-        match link_failure(&e) {
-            Some(message) => {
-                if let Some(pool) = pool.as_ref().and_then(Weak::upgrade) {
-                    pool.mark_down(label, &message);
-                }
-                DataFusionError::External(Box::new(EngineError::WorkerUnavailable {
-                    worker: label.to_string(),
-                    message,
-                }))
-            }
-            None => e,
-        }
+        e
     }
 
     pub(crate) async fn ping(&mut self) -> std::result::Result<(), String> {
@@ -151,7 +139,7 @@ impl MeshChannel {
 }
 
 /// The message of a transport-level failure (the raw gRPC status of the link, as opposed to an
-/// error the worker encoded and sent back), if `e` is one.
+/// error the worker encoded and sent back), if `e` is one. Used to say why a health check failed.
 pub(crate) fn link_failure(e: &DataFusionError) -> Option<String> {
     match e {
         DataFusionError::External(inner) => {
@@ -221,16 +209,13 @@ impl WorkerChannel for MeshChannel {
         metrics::counter!("meshql_cluster_worker_fragments_total", "worker" => self.label.clone())
             .increment(1);
         let label = self.label.clone();
-        let pool = self.pool.clone();
         match self
             .inner
             .coordinator_channel(headers, set_plan_request, c2w_stream, metrics, task_ctx)
             .await
         {
-            Ok(stream) => Ok(stream
-                .map_err(move |e| Self::failed(&label, &pool, e))
-                .boxed()),
-            Err(e) => Err(Self::failed(&label, &pool, e)),
+            Ok(stream) => Ok(stream.map_err(move |e| Self::failed(&label, e)).boxed()),
+            Err(e) => Err(Self::failed(&label, e)),
         }
     }
 
@@ -247,7 +232,7 @@ impl WorkerChannel for MeshChannel {
             .await
         {
             Ok(s) => s,
-            Err(e) => return Err(Self::failed(&self.label, &self.pool, e)),
+            Err(e) => return Err(Self::failed(&self.label, e)),
         };
         let rows =
             metrics::counter!("meshql_cluster_worker_rows_total", "worker" => self.label.clone());
@@ -256,7 +241,7 @@ impl WorkerChannel for MeshChannel {
         Ok(streams
             .into_iter()
             .map(|s| {
-                let (label, pool) = (self.label.clone(), self.pool.clone());
+                let label = self.label.clone();
                 let (rows, bytes) = (rows.clone(), bytes.clone());
                 s.map(move |r| match r {
                     Ok(batch) => {
@@ -264,7 +249,7 @@ impl WorkerChannel for MeshChannel {
                         bytes.increment(batch.get_array_memory_size() as u64);
                         Ok(batch)
                     }
-                    Err(e) => Err(Self::failed(&label, &pool, e)),
+                    Err(e) => Err(Self::failed(&label, e)),
                 })
                 .boxed()
             })

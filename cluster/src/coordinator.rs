@@ -65,7 +65,7 @@ impl Coordinator {
         }
         let settings = link_settings(config, secret);
         let pool = WorkerPool::new(&config.workers, settings.connect_timeout);
-        let channels = MeshChannels::new(settings).with_pool(&pool);
+        let channels = MeshChannels::new(settings);
         pool.set_channels(channels.clone());
         pool.probe_all().await;
         let up = pool.up().len();

@@ -131,6 +131,13 @@ impl QueryPlanner for Precomputed {
     }
 }
 
+/// The state of a distributed query's result stream: ends after the first error.
+struct Failing {
+    inner: Option<SendableRecordBatchStream>,
+    pool: Arc<WorkerPool>,
+    used: Option<Arc<WorkersUsed>>,
+}
+
 /// The root of a distributed query on the coordinator: names the worker behind a failure.
 #[derive(Debug)]
 pub(crate) struct ClusterExec {
@@ -187,13 +194,22 @@ impl ExecutionPlan for ClusterExec {
         let used = context.session_config().get_extension::<WorkersUsed>();
         let stream = self.inner.execute(partition, context)?;
         let schema = stream.schema();
-        let pool = Arc::clone(&self.pool);
-        let stream = stream.then(move |r| {
-            let (pool, used) = (Arc::clone(&pool), used.clone());
-            async move {
-                match r {
-                    Ok(batch) => Ok(batch),
-                    Err(e) => Err(pool.attribute(e, used.as_deref()).await),
+        let state = Failing {
+            inner: Some(stream),
+            pool: Arc::clone(&self.pool),
+            used,
+        };
+        let stream = futures::stream::unfold(state, |mut state| async move {
+            let inner = state.inner.as_mut()?;
+            match inner.next().await {
+                None => None,
+                Some(Ok(batch)) => Some((Ok(batch), state)),
+                Some(Err(e)) => {
+                    // Cancel the query everywhere first (dropping the stream ends every task
+                    // on every worker), so the workers that are fine answer the health check.
+                    state.inner = None;
+                    let e = state.pool.attribute(e, state.used.as_deref()).await;
+                    Some((Err(e), state))
                 }
             }
         });

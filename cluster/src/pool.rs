@@ -1,9 +1,9 @@
 //! The coordinator's view of its workers: which are up, health checks, and naming the worker
 //! behind a failed query.
 //!
-//! Plans are only given to workers that are up. A worker goes down when a call to it fails at
-//! the transport level (or a health check does); a background task checks every worker each
-//! `probe_interval`, so a worker that comes back is used again by the next query.
+//! Plans are only given to workers that are up. A worker goes down when it fails a health
+//! check: the background one every `probe_interval`, or the one made when a distributed query
+//! fails; a worker that comes back answers the next background check and is used again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -85,26 +85,28 @@ impl WorkerPool {
         }
     }
 
-    /// Marks the worker known as `label` down (a call to it failed at the transport level).
-    pub(crate) fn mark_down(&self, label: &str, why: &str) {
-        if let Some(w) = self.workers.iter().find(|w| w.label == label) {
-            self.set(w, false, why);
-        }
-    }
-
-    /// Checks one worker: it must answer (and accept the secret) within the probe timeout.
+    /// Checks one worker: it must answer (and accept the secret) within the probe timeout. A
+    /// quick failure is retried once: the first call after a broken connection fails while the
+    /// channel reconnects.
     async fn ping(&self, url: &Url) -> std::result::Result<(), String> {
         let Some(channels) = self.channels.get() else {
             return Err("not connected".to_string());
         };
-        let mut client = channels.client(url).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(self.probe_timeout, client.ping()).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "no answer within {}s",
-                self.probe_timeout.as_secs_f32()
-            )),
+        let mut last = String::new();
+        for _ in 0..2 {
+            let mut client = channels.client(url).map_err(|e| e.to_string())?;
+            match tokio::time::timeout(self.probe_timeout, client.ping()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(why)) => last = why,
+                Err(_) => {
+                    return Err(format!(
+                        "no answer within {}s",
+                        self.probe_timeout.as_secs_f32()
+                    ))
+                }
+            }
         }
+        Err(last)
     }
 
     /// Checks every worker once (concurrently) and updates their state.
@@ -139,10 +141,11 @@ impl WorkerPool {
         })
     }
 
-    /// Names the worker behind a failed distributed query, when there is one: a broken link the
-    /// error itself reports, or else one of the workers the query used that no longer answers
-    /// (a worker relaying another's failure only knows it as text). The worker is marked down, so
-    /// the next query avoids it. Other errors (the query's own) pass through.
+    /// Names the worker behind a failed distributed query, when there is one: a worker the query
+    /// used that no longer answers a health check (within the connect timeout). Error texts
+    /// cannot tell: a healthy worker whose stream was reset because another one froze reports a
+    /// transport error too. The worker is marked down, so the next query avoids it. Errors of the
+    /// query itself (every worker answers) pass through.
     pub(crate) async fn attribute(
         &self,
         e: DataFusionError,

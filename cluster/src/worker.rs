@@ -68,7 +68,7 @@ impl ClusterWorker {
         meshql_engine::register_domain_stores(&runtime, mesh).map_err(ClusterError::Storage)?;
         let settings = link_settings(&mesh.config.cluster, secret.clone());
         let keepalive = settings.keepalive_interval;
-        let timeout = settings.connect_timeout;
+        let timeout = settings.keepalive_timeout();
         // Workers fetch shuffled data from each other with the same secret.
         let channels = MeshChannels::new(settings);
         let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {

@@ -182,3 +182,46 @@ def test_a_lost_worker_fails_its_query_and_the_cluster_carries_on(meshql_bin: Pa
                 break
             time.sleep(0.5)
         assert w1.uri in used, f"the restarted worker was not used again: {used}"
+
+
+def test_a_hung_worker_fails_its_query_instead_of_hanging(meshql_bin: Path, mesh: Path) -> None:
+    """A worker that stops answering without closing its connections (SIGSTOP: a frozen VM, a
+    partition) is detected by HTTP/2 keep-alive (probe_interval + 20 s), then named by a health
+    check (connect_timeout, 2s here)."""
+    config = mesh / "meshql.toml"
+    with contextlib.ExitStack() as stack:
+        w0, w1 = (
+            stack.enter_context(running_worker(meshql_bin, config, mesh.parent, name=f"h{i}"))
+            for i in range(2)
+        )
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+        srv = stack.enter_context(
+            running_server(meshql_bin, args, config, mesh.parent, env=cluster_env([w0.uri, w1.uri]))
+        )
+        conn = stack.enter_context(contextlib.closing(connect(srv, "admin")))
+        outcome: dict = {}
+
+        def long_query() -> None:
+            cur = conn.cursor()
+            try:
+                cur.execute(LONG_QUERY)
+                outcome["rows"] = cur.fetch_arrow_table().to_pylist()
+            except Exception as e:  # the error is the point
+                outcome["error"] = str(e)
+            finally:
+                cur.close()
+
+        thread = threading.Thread(target=long_query, daemon=True)
+        thread.start()
+        time.sleep(2.0)
+        assert thread.is_alive(), f"LONG_QUERY finished too early: {outcome}"
+        w1.killed_on_purpose = True
+        w1.process.send_signal(signal.SIGSTOP)
+        try:
+            thread.join(timeout=FAIL_WITHIN_S)
+            assert not thread.is_alive(), f"the query hung on a frozen worker for {FAIL_WITHIN_S}s"
+        finally:
+            w1.process.send_signal(signal.SIGKILL)
+            w1.process.wait(timeout=10)
+        assert "error" in outcome, f"a query whose worker froze returned a result: {outcome}"
+        assert "unavailable" in outcome["error"].lower() and w1.uri in outcome["error"], outcome
