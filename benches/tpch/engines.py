@@ -39,16 +39,16 @@ def _drain(pipe, sink: list) -> None:
 
 
 class MeshqlServer:
-    """`meshql serve` on 127.0.0.1:0; the listening line gives the port."""
+    """`meshql serve` (or `meshql worker`) on 127.0.0.1:0; the listening line gives the port."""
 
-    def __init__(self, meshql: str, config: Path):
+    def __init__(self, meshql: str, config: Path, command: str = "serve", env: dict | None = None):
         self.log: list[str] = []
         self.proc = subprocess.Popen(
-            [meshql, "serve", "--config", str(config), "--bind", "127.0.0.1:0"],
+            [meshql, command, "--config", str(config), "--bind", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})},
         )
         deadline = time.time() + 60
         self.uri = None
@@ -57,13 +57,13 @@ class MeshqlServer:
             if not line:
                 break
             self.log.append(line)
-            m = re.search(r"listening on (grpc://\S+)", line)
+            m = re.search(r"listening on ((?:grpc|http)://\S+)", line)
             if m:
                 self.uri = m.group(1)
                 break
         if not self.uri:
             self.close()
-            raise EngineUnavailable("meshql serve did not start:\n" + "".join(self.log[-20:]))
+            raise EngineUnavailable(f"meshql {command} did not start:\n" + "".join(self.log[-20:]))
         threading.Thread(target=_drain, args=(self.proc.stdout, self.log), daemon=True).start()
 
     def close(self) -> None:
@@ -127,6 +127,40 @@ class MeshqlFlight(FlightEngine):
     def close(self) -> None:
         super().close()
         self.server.close()
+
+
+class MeshqlCluster(FlightEngine):
+    """`meshql serve` coordinating `workers` `meshql worker`s on this machine (127.0.0.1, ports 0,
+    a fresh random shared secret): the distributed path of docs/cluster.md, over Flight SQL.
+    `scan_bytes` overrides `[cluster] scan_bytes_per_partition` (the smoke run's tiny data would
+    not be spread over the workers otherwise)."""
+
+    def __init__(self, meshql: str, config: Path, workers: int = 2, scan_bytes: int | None = None,
+                 label="meshql-cluster", user="admin"):
+        import secrets
+
+        secret = {"MESHQL_CLUSTER_SECRET": secrets.token_hex(24)}
+        self.workers: list[MeshqlServer] = []
+        self.server = None
+        try:
+            for _ in range(workers):
+                self.workers.append(MeshqlServer(meshql, config, command="worker", env=secret))
+            env = {**secret, "MESHQL__CLUSTER__WORKERS": ",".join(w.uri for w in self.workers)}
+            if scan_bytes:
+                env["MESHQL__CLUSTER__SCAN_BYTES_PER_PARTITION"] = str(scan_bytes)
+            self.server = MeshqlServer(meshql, config, env=env)
+            super().__init__(label, self.server.uri, user, qualify=True)
+        except Exception:
+            self.close_processes()
+            raise
+
+    def close_processes(self) -> None:
+        for p in ([self.server] if self.server else []) + self.workers:
+            p.close()
+
+    def close(self) -> None:
+        super().close()
+        self.close_processes()
 
 
 class MeshqlInProcess:

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 PUBLISHED = Path(__file__).resolve().parent / "published"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
-COLUMNS = ["meshql-flight", "meshql-inproc", "duckdb", "datafusion-python", "roapi-flight",
+COLUMNS = ["meshql-flight", "meshql-cluster", "meshql-inproc", "duckdb", "datafusion-python", "roapi-flight",
            "meshql-inproc-delta", "meshql-inproc-policy"]
 
 # (numerator, denominator, label): the ratios of issue 6 (a ratio < 1 means the first is faster)
@@ -28,6 +28,7 @@ RATIOS = [
     ("datafusion-python", "duckdb", "datafusion-python / DuckDB"),
     ("meshql-inproc-policy", "meshql-inproc", "policies on / off (row filter + mask on customers.customer; its 8 queries)"),
     ("meshql-inproc-delta", "meshql-inproc", "Delta / Parquet (in-process)"),
+    ("meshql-cluster", "meshql-flight", "cluster (1 coordinator + 2 workers, one machine) / single node, both over Flight"),
 ]
 CHART_RATIOS = RATIOS[:4]
 
@@ -109,6 +110,13 @@ def markdown(doc, chart_path: str) -> str:
         if r:
             lines.append(f"| {label} | **{geomean(r.values()):.2f}** | {min(r.values()):.2f} | "
                          f"{max(r.values()):.2f} | {len(r)} |")
+    cluster = per_query_ratios(doc, "meshql-cluster", "meshql-flight")
+    if cluster:
+        lines += ["", "### Cluster overhead per query (median meshql-cluster / median meshql-flight; "
+                  "> 1 = the cluster is slower)", "",
+                  "| query | " + " | ".join(f"Q{q}" for q in sorted(cluster, key=int)) + " |",
+                  "|---|" + "---:|" * len(cluster),
+                  "| ratio | " + " | ".join(f"{cluster[q]:.2f}" for q in sorted(cluster, key=int)) + " |"]
     inproc = qs.get("meshql-inproc", {})
     shares = [statistics.median(r["plan_times"]) / statistics.median(r["times"])
               for r in inproc.values() if ok(r) and r.get("plan_times") and r.get("times")]

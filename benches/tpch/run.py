@@ -7,6 +7,8 @@
 
 Engines (each skipped with a message when not installed / not startable):
   meshql-flight        `meshql serve` over Flight SQL, ADBC Python client (a notebook's view)
+  meshql-cluster       `meshql serve` coordinating 2 `meshql worker`s on this machine, over Flight
+                       SQL (docs/cluster.md): the overhead of distribution, not a speed-up
   meshql-inproc        meshql's engine in-process (benches/src/bin/tpch_inprocess.rs)
   duckdb               DuckDB over the same Parquet files
   datafusion-python    datafusion-python over the same Parquet files
@@ -48,7 +50,8 @@ from compare import diff  # noqa: E402
 from gen import generate  # noqa: E402
 from queries import CUSTOMER_QUERIES, DASHBOARD, QUERIES  # noqa: E402
 
-MESHQL_ENGINES = ("meshql-flight", "meshql-inproc", "meshql-inproc-delta", "meshql-inproc-policy")
+MESHQL_ENGINES = ("meshql-flight", "meshql-cluster", "meshql-inproc", "meshql-inproc-delta",
+                  "meshql-inproc-policy")
 
 
 def log(msg: str) -> None:
@@ -85,6 +88,9 @@ def start_engines(args, base: Path, workdir: Path) -> tuple[dict, dict]:
     pq_root, delta_root = base / "parquet", base / "delta"
     factories = [
         ("meshql-flight", lambda: E.MeshqlFlight(args.meshql, pq_root / "meshql.toml")),
+        # The smoke run's data is tiny: spread every scan over both workers so it distributes.
+        ("meshql-cluster", lambda: E.MeshqlCluster(
+            args.meshql, pq_root / "meshql.toml", scan_bytes=1 if args.smoke else None)),
         ("meshql-inproc", lambda: E.MeshqlInProcess(args.inprocess, pq_root / "meshql.toml")),
         ("duckdb", lambda: E.DuckDBEngine(pq_root)),
         ("datafusion-python", lambda: E.DataFusionPython(pq_root)),
@@ -332,6 +338,8 @@ def main() -> int:
     log(f"results: {out / 'results.json'}, {out / 'report.md'}, {out / 'chart.png'}")
 
     failures = []
+    if "meshql-cluster" in skipped:
+        failures.append(f"meshql-cluster did not start: {skipped['meshql-cluster']}")
     for label in MESHQL_ENGINES:
         for q, r in doc["queries"].get(label, {}).items():
             if r["error"]:

@@ -50,6 +50,46 @@ pub struct MeshConfig {
     pub audit: AuditConfig,
     /// `[auth.jwt]`: accept JWT bearer tokens from an identity provider.
     pub jwt: Option<JwtConfig>,
+    /// `[cluster]`: distributed execution on workers (none configured: single node).
+    pub cluster: ClusterConfig,
+}
+
+/// Default `cluster.secret_env`: the environment variable holding the cluster's shared secret.
+pub const DEFAULT_CLUSTER_SECRET_ENV: &str = "MESHQL_CLUSTER_SECRET";
+
+/// `[cluster]`: the workers a server distributes queries to, and how it talks to them. The same
+/// section configures `meshql worker` (which only reads `secret_env`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Worker URLs (`http://HOST:PORT`); empty: queries run on the server alone.
+    pub workers: Vec<Url>,
+    /// Name of the environment variable holding the shared secret that workers require from
+    /// their callers (never the secret itself).
+    pub secret_env: String,
+    /// How long connecting to a worker, or a worker's answer to a health check, may take, in
+    /// seconds.
+    pub connect_timeout_secs: u64,
+    /// How often workers are health-checked (and HTTP/2 keep-alive pings sent), in seconds:
+    /// a worker that went away is retried, and used again once it answers.
+    pub probe_interval_secs: u64,
+    /// Bytes of files one partition of a distributed scan reads: a product's scan is spread
+    /// over `ceil(bytes / (this × partitions))` workers (at most all of them).
+    pub scan_bytes_per_partition: u64,
+}
+
+/// Default `cluster.scan_bytes_per_partition` (datafusion-distributed's default, 16 MiB).
+pub const DEFAULT_SCAN_BYTES_PER_PARTITION: u64 = 16 * 1024 * 1024;
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            workers: Vec::new(),
+            secret_env: DEFAULT_CLUSTER_SECRET_ENV.to_string(),
+            connect_timeout_secs: 5,
+            probe_interval_secs: 5,
+            scan_bytes_per_partition: DEFAULT_SCAN_BYTES_PER_PARTITION,
+        }
+    }
 }
 
 /// `[auth.jwt]`: how JWT bearer tokens are verified and mapped to principals.
@@ -171,7 +211,9 @@ impl MeshConfig {
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let problems = std::cell::RefCell::new(Vec::new());
         let mut f = Fields::new(file, "", &value, &problems);
-        f.known(&["server", "catalog", "domains", "users", "audit", "auth"]);
+        f.known(&[
+            "server", "catalog", "domains", "users", "audit", "auth", "cluster",
+        ]);
 
         let server = match f.table("server") {
             Some(t) => {
@@ -443,6 +485,10 @@ impl MeshConfig {
             }
             Some(jwt)
         });
+        let cluster = f
+            .table("cluster")
+            .map(|t| parse_cluster(file, t, &problems))
+            .unwrap_or_default();
         let problems = problems.into_inner();
         match (problems.is_empty(), catalog_dir) {
             (true, Some(catalog_dir)) => Ok(MeshConfig {
@@ -455,6 +501,7 @@ impl MeshConfig {
                 users: users.into_iter().map(|(_, u)| u).collect(),
                 audit,
                 jwt,
+                cluster,
             }),
             _ => Err(problems),
         }
@@ -474,6 +521,85 @@ impl MeshConfig {
     /// `on_breach = "refuse"` (it holds `catalog.stale_reader_group`).
     pub fn may_read_stale(&self, principal: &crate::principal::Principal) -> bool {
         principal.has_group(&self.stale_reader_group)
+    }
+}
+
+/// Parses `[cluster]`. `workers` is a list of URLs, or one comma-separated string (handy in
+/// `MESHQL__CLUSTER__WORKERS`).
+fn parse_cluster(
+    file: &Path,
+    t: &toml::Table,
+    problems: &std::cell::RefCell<Vec<Problem>>,
+) -> ClusterConfig {
+    let mut c = Fields::new(file, "cluster", t, problems);
+    c.known(&[
+        "workers",
+        "secret_env",
+        "connect_timeout",
+        "probe_interval",
+        "scan_bytes_per_partition",
+    ]);
+    let defaults = ClusterConfig::default();
+    let raw: Vec<String> = match t.get("workers") {
+        None => Vec::new(),
+        Some(toml::Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(_) => c.string_list("workers").unwrap_or_default(),
+    };
+    let mut workers: Vec<Url> = Vec::new();
+    for (i, w) in raw.iter().enumerate() {
+        let field = format!("workers[{i}]");
+        match Url::parse(w) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.port_or_known_default().is_some()
+                    && matches!(u.path(), "" | "/")
+                    && u.query().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
+            {
+                if workers.contains(&u) {
+                    c.problem(&field, format!("`{w}` is listed twice"));
+                } else {
+                    workers.push(u);
+                }
+            }
+            Ok(_) => c.problem(
+                &field,
+                format!("`{w}` is not a worker URL such as `http://10.0.0.5:50052` (scheme, host and port only)"),
+            ),
+            Err(e) => c.problem(&field, format!("`{w}` is not a valid URL: {e}")),
+        }
+    }
+    let secret_env = c.string("secret_env").unwrap_or(defaults.secret_env);
+    if secret_env.is_empty()
+        || !secret_env
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    {
+        c.problem(
+            "secret_env",
+            format!("`{secret_env}` is not an environment variable name (the secret itself never belongs in this file)"),
+        );
+    }
+    ClusterConfig {
+        workers,
+        secret_env,
+        connect_timeout_secs: c
+            .duration_secs("connect_timeout")
+            .unwrap_or(defaults.connect_timeout_secs),
+        probe_interval_secs: c
+            .duration_secs("probe_interval")
+            .unwrap_or(defaults.probe_interval_secs),
+        scan_bytes_per_partition: c
+            .positive_int("scan_bytes_per_partition")
+            .map(|n| n as u64)
+            .unwrap_or(defaults.scan_bytes_per_partition),
     }
 }
 
@@ -633,6 +759,53 @@ mod tests {
             "s3://shipping-bucket/data/"
         );
         assert_eq!(c.user("ann").unwrap().attributes["region"], "EU");
+    }
+
+    #[test]
+    fn cluster_section_defaults_and_validation() {
+        let base = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n";
+        let c = parse(base, vec![]).unwrap();
+        assert_eq!(c.cluster, ClusterConfig::default());
+        assert!(c.cluster.workers.is_empty());
+
+        let text = format!(
+            "{base}[cluster]\nworkers = [\"http://10.0.0.5:50052\", \"http://w2:7000/\"]\n\
+             secret_env = \"MY_SECRET\"\nconnect_timeout = \"2s\"\nprobe_interval = 1\nscan_bytes_per_partition = 1024\n"
+        );
+        let c = parse(&text, vec![]).unwrap();
+        let urls: Vec<&str> = c.cluster.workers.iter().map(|u| u.as_str()).collect();
+        assert_eq!(urls, ["http://10.0.0.5:50052/", "http://w2:7000/"]);
+        assert_eq!(c.cluster.secret_env, "MY_SECRET");
+        assert_eq!(c.cluster.connect_timeout_secs, 2);
+        assert_eq!(c.cluster.probe_interval_secs, 1);
+        assert_eq!(c.cluster.scan_bytes_per_partition, 1024);
+
+        // One comma-separated string, e.g. from the environment.
+        let c = parse(
+            base,
+            vec![("MESHQL__CLUSTER__WORKERS", "http://a:1, http://b:2")],
+        )
+        .unwrap();
+        assert_eq!(c.cluster.workers.len(), 2);
+
+        let text = format!(
+            "{base}[cluster]\nworkers = [\"grpc://a:1\", \"http://a:1/path\", \"not a url\", \"http://b:2\", \"http://b:2\"]\n\
+             secret_env = \"s3cr3t value!\"\nshards = 3\n"
+        );
+        let problems = parse(&text, vec![]).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "cluster.shards",
+                "cluster.workers[0]",
+                "cluster.workers[1]",
+                "cluster.workers[2]",
+                "cluster.workers[4]",
+                "cluster.secret_env",
+            ],
+            "{problems:?}"
+        );
     }
 
     #[test]

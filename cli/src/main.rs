@@ -61,6 +61,20 @@ enum Command {
         #[arg(long, default_value = "demo-mesh", requires = "demo")]
         demo_dir: PathBuf,
     },
+    /// Run a cluster worker: executes plan fragments sent by a `meshql serve` whose
+    /// `[cluster] workers` lists it (see docs/cluster.md).
+    ///
+    /// Prints `meshql worker listening on http://HOST:PORT` once it accepts connections. The
+    /// cluster's shared secret is read from the variable named by `[cluster] secret_env`
+    /// (default MESHQL_CLUSTER_SECRET).
+    Worker {
+        /// The mesh configuration (meshql.toml): its domains' buckets and credentials.
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50052")]
+        bind: String,
+    },
     /// Run one SQL query in-process, with the same catalog and access rules as the server.
     Query {
         /// The mesh configuration (meshql.toml).
@@ -166,6 +180,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             serve(&config, bind).await.map(|_| ExitCode::SUCCESS)
         }
+        Command::Worker { config, bind } => worker(&config, &bind).await.map(|_| ExitCode::SUCCESS),
         Command::Query {
             config,
             user,
@@ -243,7 +258,21 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
     let addr = bind.unwrap_or_else(|| mesh.config.server.bind.clone());
     let products = mesh.products().count();
     let domains = mesh.domains.len();
-    let engine = MeshEngine::try_new(mesh).map_err(|e| e.to_string())?;
+    // With `[cluster] workers`, queries are distributed; the coordinator lives as long as the server.
+    let coordinator = if mesh.config.cluster.workers.is_empty() {
+        None
+    } else {
+        Some(
+            meshql_cluster::Coordinator::start(&mesh.config.cluster)
+                .await
+                .map_err(|e| format!("{}: cluster: {e}", config.display()))?,
+        )
+    };
+    let options = match &coordinator {
+        Some(c) => c.engine_options(meshql_engine::EngineOptions::default()),
+        None => meshql_engine::EngineOptions::default(),
+    };
+    let engine = MeshEngine::try_new_with_options(mesh, options).map_err(|e| e.to_string())?;
     let listener = meshql_flight_server::bind(&addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -257,6 +286,24 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
     meshql_flight_server::serve(engine, listener, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn worker(config: &Path, bind: &str) -> Result<(), String> {
+    let mesh = load(config)?;
+    let worker = meshql_cluster::ClusterWorker::new(&mesh)
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let listener = meshql_flight_server::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = meshql_flight_server::local_addr(&listener).map_err(|e| e.to_string())?;
+    println!("meshql worker listening on http://{local}");
+    let _ = std::io::stdout().flush();
+    worker
+        .serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| format!("{}: {e}", config.display()))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,6 +31,9 @@ pub struct AuditRecord {
     pub products: Vec<ProductRead>,
     pub rows: u64,
     pub bytes: u64,
+    /// The cluster workers that ran part of the query (empty when it ran on this server alone).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
     pub duration_ms: u64,
     /// `ok`, `error` or `cancelled`.
     pub outcome: &'static str,
@@ -72,6 +75,7 @@ impl AuditLog {
         principal: &Principal,
         sql: &str,
         products: Vec<ProductRead>,
+        workers: Vec<String>,
         rows: u64,
         bytes: u64,
         duration: std::time::Duration,
@@ -86,6 +90,7 @@ impl AuditLog {
             products,
             rows,
             bytes,
+            workers,
             duration_ms: duration.as_millis() as u64,
             outcome,
             error,
@@ -118,6 +123,27 @@ impl AuditLog {
             .filter(|r| all || r.user == principal.user)
             .cloned()
             .collect()
+    }
+}
+
+/// The cluster workers a session's queries ran on. Each query session carries one in its
+/// DataFusion session config; distributed execution (the `meshql-cluster` crate) records every
+/// worker it sends a plan fragment to, and the audit record lists them.
+#[derive(Debug, Default)]
+pub struct WorkersUsed(Mutex<Vec<String>>);
+
+impl WorkersUsed {
+    /// Notes that `worker` ran part of a query.
+    pub fn record(&self, worker: &str) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.iter().any(|x| x == worker) {
+            w.push(worker.to_string());
+        }
+    }
+
+    /// The workers recorded so far, in first-use order.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -37,8 +37,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_RETRIES: usize = 2;
 const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Creates and registers the object store of every domain's bucket.
-pub(crate) fn register_domain_stores(runtime: &RuntimeEnv, mesh: &Mesh) -> Result<()> {
+/// Creates and registers the object store of every domain's bucket (also used by cluster
+/// workers, which read the same buckets with the same per-domain credentials).
+pub fn register_domain_stores(runtime: &RuntimeEnv, mesh: &Mesh) -> Result<()> {
     register_delta_schemes();
     for domain in &mesh.domains {
         let store = store_for_domain(&domain.config).map_err(|message| {

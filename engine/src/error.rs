@@ -33,6 +33,9 @@ pub enum EngineError {
     /// Query execution failed (e.g. a division by zero, a failed cast).
     #[error("{0}")]
     Execution(String),
+    /// A cluster worker running part of the query could not be reached or went away.
+    #[error("cluster worker {worker} is unavailable: {message}")]
+    WorkerUnavailable { worker: String, message: String },
     /// The query was cancelled or ran out of resources.
     #[error("{0}")]
     ResourcesExhausted(String),
@@ -53,7 +56,8 @@ impl EngineError {
             DataFusionError::Context(ctx, inner) => match EngineError::from_datafusion(*inner) {
                 e @ (EngineError::ProductUnavailable { .. }
                 | EngineError::ContractViolation { .. }
-                | EngineError::AccessDenied { .. }) => e,
+                | EngineError::AccessDenied { .. }
+                | EngineError::WorkerUnavailable { .. }) => e,
                 other => EngineError::Execution(format!("{ctx}: {other}")),
             },
             DataFusionError::Shared(inner) => match std::sync::Arc::try_unwrap(inner) {
@@ -88,6 +92,7 @@ impl EngineError {
             EngineError::Catalog(_)
             | EngineError::ProductUnavailable { .. }
             | EngineError::ContractViolation { .. }
+            | EngineError::WorkerUnavailable { .. }
             | EngineError::ResourcesExhausted(_)
             | EngineError::Internal(_) => false,
         }

@@ -19,12 +19,16 @@ mod session;
 mod system;
 mod time_travel;
 
-pub use audit::{AuditRecord, AUDIT_ADMIN_GROUP};
+pub use audit::{AuditRecord, WorkersUsed, AUDIT_ADMIN_GROUP};
+pub use buckets::register_domain_stores;
 pub use contract::{arrow_type, contract_schema};
 pub use error::{EngineError, Result};
+pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
-pub use session::{BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, TableInfo};
+pub use session::{
+    BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,
+};
 pub use system::SYSTEM_SCHEMA;
 
 pub use meshql_catalog as catalog;

@@ -5,6 +5,9 @@
 //! user expression never sees a row a policy hides; statistics are unknown, so answers such as
 //! `count(*)` cannot come from file metadata; and EXPLAIN shows only the product's name, never
 //! the policy predicates or mask expressions inside.
+//!
+//! It is public so that distributed execution (the `meshql-cluster` crate) can ship it to a
+//! worker with its inner plan: the barrier and the policies travel together or not at all.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,21 +19,33 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
+/// The barrier around one product read under policies (shown as `MeshqlPolicyExec`).
 #[derive(Debug)]
-pub(crate) struct PolicyExec {
+pub struct PolicyExec {
     product: String,
     inner: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl PolicyExec {
-    pub(crate) fn new(product: String, inner: Arc<dyn ExecutionPlan>) -> Self {
+    /// Wraps `inner`, the product's secured plan (scan, row filter, masks).
+    pub fn new(product: String, inner: Arc<dyn ExecutionPlan>) -> Self {
         let properties = Arc::clone(inner.properties());
         Self {
             product,
             inner,
             properties,
         }
+    }
+
+    /// The product this barrier protects (`domain.product`).
+    pub fn product(&self) -> &str {
+        &self.product
+    }
+
+    /// The secured plan inside the barrier. Never shown to clients.
+    pub fn inner(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.inner
     }
 }
 

@@ -17,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
 use meshql_catalog::{Mesh, Principal};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, WorkersUsed};
 use crate::contract::contract_schema;
 use crate::delta_cache::DeltaCache;
 use crate::error::{EngineError, Result};
@@ -39,6 +39,20 @@ pub struct EngineOptions {
     pub target_partitions: usize,
     /// Rows per batch.
     pub batch_size: usize,
+    /// Customizes the DataFusion session state of every query session (distributed execution
+    /// installs its planner, codecs and worker resolver here).
+    pub session_hook: Option<SessionHook>,
+}
+
+/// A function applied to the DataFusion session state builder of every query session, after
+/// meshql's own settings.
+#[derive(Clone)]
+pub struct SessionHook(pub Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder + Send + Sync>);
+
+impl std::fmt::Debug for SessionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionHook")
+    }
 }
 
 impl Default for EngineOptions {
@@ -48,6 +62,7 @@ impl Default for EngineOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             batch_size: 8192,
+            session_hook: None,
         }
     }
 }
@@ -281,6 +296,7 @@ pub struct QuerySession {
     ctx: SessionContext,
     system: Arc<SystemSchema>,
     reads: Arc<ReadLog>,
+    workers: Arc<WorkersUsed>,
 }
 
 /// A table as metadata calls (GetTables, JDBC `getColumns`) describe it, from the catalog alone.
@@ -317,12 +333,18 @@ impl QuerySession {
         principal: Principal,
         default_schema: Option<&str>,
     ) -> Result<Self> {
-        let config = engine.session_config(default_schema.unwrap_or("public"));
-        let state = SessionStateBuilder::new()
+        let workers = Arc::new(WorkersUsed::default());
+        let config = engine
+            .session_config(default_schema.unwrap_or("public"))
+            .with_extension(Arc::clone(&workers));
+        let mut builder = SessionStateBuilder::new()
             .with_config(config.clone())
             .with_runtime_env(Arc::clone(&engine.inner.runtime))
-            .with_default_features()
-            .build();
+            .with_default_features();
+        if let Some(hook) = &engine.inner.options.session_hook {
+            builder = (hook.0)(builder);
+        }
+        let state = builder.build();
         let mesh = Arc::clone(&engine.inner.mesh);
         let visible_columns = |domain: &str, product: &str| -> Option<Vec<String>> {
             mesh.access(&principal, domain, product)
@@ -359,6 +381,7 @@ impl QuerySession {
             ctx,
             system,
             reads,
+            workers,
         })
     }
 
@@ -471,6 +494,7 @@ impl QuerySession {
                 &self.principal,
                 sql,
                 self.reads.snapshot(),
+                self.workers.snapshot(),
                 0,
                 0,
                 start.elapsed(),
@@ -491,6 +515,7 @@ impl QuerySession {
             principal: self.principal.clone(),
             sql,
             reads: Arc::clone(&self.reads),
+            workers: Arc::clone(&self.workers),
             start,
             rows: 0,
             bytes: 0,
@@ -576,6 +601,7 @@ struct AuditGuard {
     principal: Principal,
     sql: Arc<str>,
     reads: Arc<ReadLog>,
+    workers: Arc<WorkersUsed>,
     start: Instant,
     rows: u64,
     bytes: u64,
@@ -594,6 +620,7 @@ impl AuditGuard {
                 &self.principal,
                 &self.sql,
                 self.reads.snapshot(),
+                self.workers.snapshot(),
                 self.rows,
                 self.bytes,
                 self.start.elapsed(),

@@ -17,6 +17,7 @@ pub(crate) fn engine_status(e: EngineError) -> Status {
     match e {
         EngineError::Catalog(_) => Status::internal(msg),
         EngineError::ProductUnavailable { .. } => Status::unavailable(msg),
+        EngineError::WorkerUnavailable { .. } => Status::unavailable(msg),
         EngineError::ContractViolation { .. } => Status::failed_precondition(msg),
         EngineError::ReadOnly(_) => Status::permission_denied(msg),
         EngineError::AccessDenied { .. } => Status::permission_denied(msg),

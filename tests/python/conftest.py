@@ -36,6 +36,13 @@ RPC_TIMEOUT_S = "120"
 LISTENING_RE = re.compile(
     r"^meshql listening on (?P<scheme>grpc|grpc\+tls)://(?P<host>\S+):(?P<port>\d+)$"
 )
+WORKER_LISTENING_RE = re.compile(
+    r"^meshql worker listening on (?P<scheme>http)://(?P<host>\S+):(?P<port>\d+)$"
+)
+
+# The cluster's shared secret in tests (`[cluster] secret_env` defaults to this variable).
+CLUSTER_SECRET_ENV = "MESHQL_CLUSTER_SECRET"
+CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
 
 DEFAULT_TARGET_DIR = Path.home() / ".cache" / "meshql-target"
 
@@ -55,6 +62,10 @@ class Server:
     process: subprocess.Popen
     stderr_path: Path
     stdout_lines: List[str] = field(default_factory=list)
+    # For a cluster coordinator: the URLs of its workers (empty for a single node).
+    workers: List[str] = field(default_factory=list)
+    # Set by a test that kills the process on purpose (fault tests).
+    killed_on_purpose: bool = False
 
     def stderr(self) -> str:
         try:
@@ -144,6 +155,7 @@ def _wait_for_listening_line(
     lines: "queue.Queue[Optional[str]]",
     seen: List[str],
     describe_failure: Callable[[str], str],
+    pattern: re.Pattern = LISTENING_RE,
 ) -> re.Match:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
@@ -166,7 +178,7 @@ def _wait_for_listening_line(
                 pytrace=False,
             )
         seen.append(line)
-        match = LISTENING_RE.match(line.strip())
+        match = pattern.match(line.strip())
         if match:
             return match
 
@@ -183,13 +195,20 @@ def server(
 
 @contextlib.contextmanager
 def running_server(
-    meshql_bin: Path, args: List[str], config: Path, log_dir: Path, cwd: Optional[Path] = None
+    meshql_bin: Path,
+    args: List[str],
+    config: Path,
+    log_dir: Path,
+    cwd: Optional[Path] = None,
+    env: Optional[dict] = None,
+    pattern: re.Pattern = LISTENING_RE,
+    log_name: str = "stderr.log",
 ) -> Iterator[Server]:
     """Runs `meshql ARGS`, waits for its listening line, and stops it with SIGTERM on exit,
-    failing the test if it does not exit cleanly."""
-    stderr_path = log_dir / "stderr.log"
+    failing the test if it does not exit cleanly (unless the test killed it on purpose)."""
+    stderr_path = log_dir / log_name
     command = [str(meshql_bin), *args]
-    env = dict(os.environ, RUST_BACKTRACE="1")
+    env = dict(os.environ, RUST_BACKTRACE="1", **(env or {}))
 
     with open(stderr_path, "w") as stderr_file:
         process = subprocess.Popen(
@@ -219,7 +238,7 @@ def running_server(
             f"--- stdout ---\n{_tail(stdout)}\n--- stderr ---\n{_tail(stderr)}"
         )
 
-    match = _wait_for_listening_line(process, lines, seen, describe_failure)
+    match = _wait_for_listening_line(process, lines, seen, describe_failure, pattern)
     host, port = match.group("host"), int(match.group("port"))
     if port == 0:
         process.kill()
@@ -254,12 +273,62 @@ def running_server(
                     describe_failure(f"exited with code {process.returncode} on SIGTERM"),
                     pytrace=False,
                 )
-        else:
+        elif not srv.killed_on_purpose:
             pytest.fail(
                 describe_failure(f"died during the test session (exit code {process.returncode})"),
                 pytrace=False,
             )
         reader.join(timeout=5)
+
+
+def cluster_env(worker_urls: List[str], probe_interval: str = "1s") -> dict:
+    """Environment for a `meshql serve` coordinating `worker_urls` (plus the shared secret). Scans
+    are spread over the workers however small the data is, so the demo mesh really distributes."""
+    return {
+        CLUSTER_SECRET_ENV: CLUSTER_SECRET,
+        "MESHQL__CLUSTER__WORKERS": ",".join(worker_urls),
+        "MESHQL__CLUSTER__SCAN_BYTES_PER_PARTITION": "1",
+        "MESHQL__CLUSTER__PROBE_INTERVAL": probe_interval,
+        "MESHQL__CLUSTER__CONNECT_TIMEOUT": "2s",
+    }
+
+
+@contextlib.contextmanager
+def running_worker(
+    meshql_bin: Path, config: Path, log_dir: Path, bind: str = "127.0.0.1:0", name: str = "worker"
+) -> Iterator[Server]:
+    """Runs `meshql worker` (with the test cluster secret) until the block ends."""
+    args = ["worker", "--config", str(config), "--bind", bind]
+    with running_server(
+        meshql_bin,
+        args,
+        config,
+        log_dir,
+        env={CLUSTER_SECRET_ENV: CLUSTER_SECRET},
+        pattern=WORKER_LISTENING_RE,
+        log_name=f"{name}.log",
+    ) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def running_cluster(
+    meshql_bin: Path, config: Path, log_dir: Path, workers: int = 2, env: Optional[dict] = None
+) -> Iterator[Server]:
+    """`workers` workers and a `meshql serve` coordinating them, all on 127.0.0.1 ports 0.
+    Yields the coordinator; its `workers` lists the worker URLs."""
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(running_worker(meshql_bin, config, log_dir, name=f"worker{i}"))
+            for i in range(workers)
+        ]
+        urls = [w.uri for w in started]
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+        with running_server(
+            meshql_bin, args, config, log_dir, env={**cluster_env(urls), **(env or {})}
+        ) as srv:
+            srv.workers = urls
+            yield srv
 
 
 @pytest.fixture

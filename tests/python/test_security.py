@@ -3,6 +3,9 @@
 One server with its own copy of the demo mesh and a JWT configuration; every statement the
 suite sends goes through `run`, which remembers it, and the last test checks that the audit
 file recorded each of them.
+
+The suite runs twice: against a single node, and against a cluster (a coordinator and two
+workers, SPEC §12) where the same rules must hold while plans run on the workers.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import adbc_driver_flightsql.dbapi as flight_sql
 import pyarrow as pa
 import pytest
 
-from conftest import RPC_TIMEOUT_S, Server, connect, running_server
+from conftest import RPC_TIMEOUT_S, Server, connect, running_cluster, running_server
 
 JWT_SECRET = "security-suite-hs256-secret-0123456789abcdef"
 JWT_ENV = "MESHQL_SECURITY_SUITE_JWT_SECRET"
@@ -46,9 +49,12 @@ VISIBLE: Dict[str, List[str]] = {
 SENT: List[str] = []
 
 
-@pytest.fixture(scope="module")
-def secure_server(meshql_bin: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    mesh = tmp_path_factory.mktemp("security") / "mesh"
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def secure_server(
+    request, meshql_bin: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    SENT.clear()
+    mesh = tmp_path_factory.mktemp(f"security-{request.param}") / "mesh"
     shutil.copytree(demo_dir, mesh, ignore=shutil.ignore_patterns("audit"))
     config = mesh / "meshql.toml"
     config.write_text(
@@ -57,9 +63,13 @@ def secure_server(meshql_bin: Path, demo_dir: Path, tmp_path_factory: pytest.Tem
         + 'issuers = ["https://idp.test"]\nattribute_claims = { region = "region" }\n'
     )
     os.environ[JWT_ENV] = JWT_SECRET
-    args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
-    with running_server(meshql_bin, args, config, mesh.parent) as srv:
-        yield srv, mesh / "audit" / "audit.jsonl"
+    if request.param == "cluster":
+        with running_cluster(meshql_bin, config, mesh.parent) as srv:
+            yield srv, mesh / "audit" / "audit.jsonl"
+    else:
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+        with running_server(meshql_bin, args, config, mesh.parent) as srv:
+            yield srv, mesh / "audit" / "audit.jsonl"
 
 
 def run(conn: flight_sql.Connection, sql: str, params: Optional[list] = None) -> pa.Table:
@@ -280,7 +290,7 @@ def test_jwt_subject_naming_a_local_user_is_another_principal(secure_server, use
 
 
 def test_zz_audit_file_recorded_every_query_of_the_suite(secure_server) -> None:
-    _, audit_file = secure_server
+    srv, audit_file = secure_server
     records = [json.loads(line) for line in audit_file.read_text().splitlines()]
     recorded = {r.get("sql") for r in records}
 
@@ -298,6 +308,15 @@ def test_zz_audit_file_recorded_every_query_of_the_suite(secure_server) -> None:
     assert denied, "refused attempts are audited"
     eu = [r for r in records if r["user"] == "eu_analyst" and r["outcome"] == "ok" and r["products"]]
     assert any("customers_own_region" in p["policies"] for r in eu for p in r["products"])
+    # In cluster mode, reads under policies really ran on the workers (and say which).
+    ran_on = {w for r in records for w in r.get("workers", [])}
+    if srv.workers:
+        assert ran_on and ran_on <= set(srv.workers), ran_on
+        assert any(
+            r.get("workers") and any(p["policies"] for p in r["products"]) for r in records
+        ), "no policy-restricted query was distributed"
+    else:
+        assert not ran_on
 
 
 def _rs256_token(private_key, claims: dict, kid: Optional[str] = None) -> str:

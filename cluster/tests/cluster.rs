@@ -1,0 +1,430 @@
+//! A coordinator and two workers in one process, over real gRPC on 127.0.0.1: same answers as a
+//! single node for every demo principal, the policy barrier travels or the query fails, workers
+//! refuse callers without the secret, and the audit record names the workers.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_distributed::grpc::create_worker_client;
+use datafusion_distributed::GetWorkerInfoRequest;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use futures::TryStreamExt;
+use meshql_catalog::{Mesh, Principal};
+use meshql_cluster::{ClusterSecret, ClusterWorker, Coordinator, MeshqlCodec};
+use meshql_engine::demo::{write_demo, DemoOptions};
+use meshql_engine::{EngineError, EngineOptions, MeshEngine};
+use tokio::sync::oneshot;
+
+const SECRET: &str = "cluster-test-secret-0123456789";
+
+/// The process-wide metrics recorder of this test binary (tests filter by their own workers).
+fn metrics_snapshotter() -> &'static metrics_util::debugging::Snapshotter {
+    static SNAPSHOTTER: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+        std::sync::OnceLock::new();
+    SNAPSHOTTER.get_or_init(|| {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().expect("the only metrics recorder");
+        snapshotter
+    })
+}
+
+type MetricsSnapshot = Vec<(
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+)>;
+
+/// Counter `name` per `worker` label, for the given workers. (A snapshot drains the counters:
+/// only this test takes them.)
+fn counters(snapshot: &MetricsSnapshot, name: &str, workers: &[RunningWorker]) -> Vec<u64> {
+    workers
+        .iter()
+        .map(|w| {
+            snapshot
+                .iter()
+                .filter(|(key, _, _, _)| {
+                    key.key().name() == name
+                        && key
+                            .key()
+                            .labels()
+                            .any(|l| l.key() == "worker" && l.value() == w.url)
+                })
+                .map(|(_, _, _, value)| match value {
+                    metrics_util::debugging::DebugValue::Counter(n) => *n,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .collect()
+}
+
+async fn demo_mesh(dir: &Path) -> PathBuf {
+    let opts = DemoOptions {
+        dir: dir.to_path_buf(),
+        scale: 1,
+        force: false,
+    };
+    let mut progress = |_: &str| {};
+    write_demo(&opts, &mut progress).await.expect("demo").config
+}
+
+/// A worker serving on an ephemeral port until dropped.
+struct RunningWorker {
+    url: String,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start_worker(mesh: &Mesh, codec: Arc<dyn PhysicalExtensionCodec>) -> RunningWorker {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let worker =
+        ClusterWorker::with_codec(mesh, ClusterSecret::new(SECRET).unwrap(), codec).unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        worker
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    RunningWorker { url, _stop: stop }
+}
+
+struct Cluster {
+    single: MeshEngine,
+    distributed: MeshEngine,
+    coordinator: Coordinator,
+    workers: Vec<RunningWorker>,
+    audit_file: PathBuf,
+}
+
+async fn cluster(
+    dir: &Path,
+    worker_codec: Arc<dyn PhysicalExtensionCodec>,
+    coordinator_codec: Arc<dyn PhysicalExtensionCodec>,
+) -> Cluster {
+    let config = demo_mesh(dir).await;
+    let mesh = Mesh::load(&config).unwrap();
+    let workers = vec![
+        start_worker(&mesh, Arc::clone(&worker_codec)).await,
+        start_worker(&mesh, worker_codec).await,
+    ];
+    let mut cluster_config = mesh.config.cluster.clone();
+    cluster_config.workers = workers.iter().map(|w| w.url.parse().unwrap()).collect();
+    // The demo products are tiny: spread every scan over both workers.
+    cluster_config.scan_bytes_per_partition = 1;
+    let coordinator = Coordinator::start_with(
+        &cluster_config,
+        ClusterSecret::new(SECRET).unwrap(),
+        coordinator_codec,
+    )
+    .await
+    .unwrap();
+    assert!(
+        coordinator.workers().iter().all(|(_, up)| *up),
+        "{:?}",
+        coordinator.workers()
+    );
+    let audit_file = mesh.config.audit.file.clone().unwrap();
+    let single = MeshEngine::try_new(mesh.clone()).unwrap();
+    // Both engines share the audit file; only the distributed one lists workers.
+    let distributed = MeshEngine::try_new_with_options(
+        mesh,
+        coordinator.engine_options(EngineOptions::default()),
+    )
+    .unwrap();
+    Cluster {
+        single,
+        distributed,
+        coordinator,
+        workers,
+        audit_file,
+    }
+}
+
+fn principal(engine: &MeshEngine, user: &str) -> Principal {
+    Principal::from_user(engine.mesh().config.user(user).expect("demo user"))
+}
+
+async fn run(engine: &MeshEngine, user: &str, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
+    let session = engine.session(principal(engine, user))?;
+    let (_, stream) = session.sql(sql).await?;
+    stream.try_collect().await
+}
+
+/// Rows as sorted text lines (order-insensitive comparison).
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let text = pretty_format_batches(batches).unwrap().to_string();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+const USERS: [&str; 5] = [
+    "admin",
+    "sales_analyst",
+    "eu_analyst",
+    "shipping_ds",
+    "guest",
+];
+
+/// Queries over Parquet products (distributable) and Delta ones (kept on the coordinator).
+const QUERIES: [&str; 7] = [
+    "SELECT * FROM customers.customers",
+    "SELECT region, count(*) AS n, min(email) AS e FROM customers.customers GROUP BY region",
+    "SELECT count(*) FROM customers.customers WHERE region <> 'EU'",
+    "SELECT i.sku, sum(i.quantity) AS q, sum(i.unit_price * i.quantity) AS v FROM sales.order_items i GROUP BY i.sku",
+    "SELECT c.region, count(*) AS n FROM sales.order_items i JOIN sales.orders o ON i.order_id = o.order_id \
+     JOIN customers.customers c ON o.customer_id = c.customer_id GROUP BY c.region",
+    "SELECT o.order_id, c.name FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id",
+    "SELECT s.sku, s.warehouse, s.on_hand FROM inventory.stock s ORDER BY s.sku, s.warehouse LIMIT 7",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_answers_and_same_rules_as_a_single_node() {
+    metrics_snapshotter();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
+    for user in USERS {
+        for sql in QUERIES {
+            let single = run(&c.single, user, sql).await;
+            let distributed = run(&c.distributed, user, sql).await;
+            if user == "admin" {
+                assert!(single.is_ok(), "{sql}: {single:?}");
+            }
+            match (single, distributed) {
+                (Ok(a), Ok(b)) => assert_eq!(rows(&a), rows(&b), "{user}: {sql}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{user}: {sql}"),
+                (a, b) => panic!("{user}: {sql}: single {a:?} vs cluster {b:?}"),
+            }
+        }
+    }
+    // The audit record names the workers of distributed queries; the single node's none.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&c.audit_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let workers_of = |user: &str, sql: &str| -> Vec<BTreeSet<String>> {
+        records
+            .iter()
+            .filter(|r| r["user"] == user && r["sql"] == sql)
+            .map(|r| {
+                r["workers"]
+                    .as_array()
+                    .map(|a| a.iter().map(|w| w.as_str().unwrap().to_string()).collect())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let all: BTreeSet<String> = c.workers.iter().map(|w| w.url.clone()).collect();
+    // eu_analyst reads customers through a row filter and masks: the barrier travelled.
+    let runs = workers_of("eu_analyst", QUERIES[1]);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.iter().any(|w| w.is_empty()), "single node: {runs:?}");
+    assert!(
+        runs.iter().any(|w| !w.is_empty() && w.is_subset(&all)),
+        "cluster: {runs:?}"
+    );
+    // A query reading a Delta product (no codec) stays on the coordinator.
+    let runs = workers_of("admin", QUERIES[5]);
+    assert!(runs.iter().all(|w| w.is_empty()), "{runs:?}");
+    // Per-worker metrics: fragments sent to and rows and bytes received from each worker.
+    let snapshot: MetricsSnapshot = metrics_snapshotter().snapshot().into_vec();
+    for name in [
+        "meshql_cluster_worker_fragments_total",
+        "meshql_cluster_worker_rows_total",
+        "meshql_cluster_worker_bytes_total",
+    ] {
+        let per_worker = counters(&snapshot, name, &c.workers);
+        assert!(per_worker.iter().all(|n| *n > 0), "{name}: {per_worker:?}");
+    }
+    assert_eq!(
+        counters(&snapshot, "meshql_cluster_worker_errors_total", &c.workers),
+        [0, 0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restricted_plans_really_run_on_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
+    let text = plan_text(
+        &c.distributed,
+        "eu_analyst",
+        "SELECT region, count(*) FROM customers.customers GROUP BY region",
+    )
+    .await;
+    assert!(text.contains("MeshqlClusterExec"), "{text}");
+    assert!(text.contains("DistributedExec"), "{text}");
+    // EXPLAIN-style output never shows the policy predicate or the mask.
+    assert!(!text.contains("region = "), "{text}");
+    assert!(!text.contains("***"), "{text}");
+}
+
+/// A codec that cannot rebuild a policy barrier (as a worker of another version would).
+#[derive(Debug)]
+struct CannotDecode;
+
+impl PhysicalExtensionCodec for CannotDecode {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[Arc<dyn ExecutionPlan>],
+        _ctx: &TaskContext,
+        _c: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Err(DataFusionError::Plan("no meshql codec here".to_string()))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        c: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<()> {
+        MeshqlCodec.try_encode(node, buf, c)
+    }
+}
+
+/// A coordinator codec that mangles what it sends: the policy barrier arrives incomplete.
+#[derive(Debug)]
+struct Truncating;
+
+impl PhysicalExtensionCodec for Truncating {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        c: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        MeshqlCodec.try_decode(buf, inputs, ctx, c)
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        c: &dyn PhysicalProtoConverterExtension,
+    ) -> DfResult<()> {
+        MeshqlCodec.try_encode(node, buf, c)?;
+        // Keep only the kind and product: the secured plan is lost on the way.
+        let keep = buf.len().min(40);
+        buf.truncate(keep);
+        Ok(())
+    }
+}
+
+/// The physical plan of `sql` for `user`, as EXPLAIN would show it.
+async fn plan_text(engine: &MeshEngine, user: &str, sql: &str) -> String {
+    let session = engine.session(principal(engine, user)).unwrap();
+    let planned = session.plan_sql(sql).await.unwrap();
+    let plan = session.physical_plan(&planned).await.unwrap();
+    let text = datafusion::physical_plan::displayable(plan.as_ref())
+        .indent(true)
+        .to_string();
+    text
+}
+
+async fn assert_fails_closed(c: &Cluster, why: &str) {
+    for (user, sql) in [
+        (
+            "eu_analyst",
+            "SELECT name, count(*) FROM customers.customers GROUP BY name",
+        ),
+        (
+            "sales_analyst",
+            "SELECT email, count(*) FROM customers.customers GROUP BY email",
+        ),
+    ] {
+        let plan = plan_text(&c.distributed, user, sql).await;
+        assert!(
+            plan.contains("MeshqlClusterExec"),
+            "not distributed: {plan}"
+        );
+        let err = run(&c.distributed, user, sql)
+            .await
+            .expect_err("a query whose policy barrier cannot travel must fail");
+        let text = err.to_string();
+        assert!(text.contains(why), "{text}");
+        // Nothing of the data leaks through the error either.
+        assert!(!text.contains('@'), "{text}");
+        // Unrestricted reads are unaffected.
+        let ok = run(&c.distributed, "admin", sql).await.unwrap();
+        assert!(!rows(&ok).is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_without_the_policy_codec_fail_queries_instead_of_leaking() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), Arc::new(CannotDecode), Arc::new(MeshqlCodec)).await;
+    assert_fails_closed(&c, "no meshql codec here").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mangled_policy_barrier_fails_queries_instead_of_leaking() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(Truncating)).await;
+    assert_fails_closed(&c, "refusing a plan fragment").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_refuse_callers_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
+    for header in [
+        None,
+        Some("Bearer wrong-secret-0123456789"),
+        Some("Basic x"),
+    ] {
+        let channel = tonic::transport::Endpoint::from_shared(c.workers[0].url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let header = header.map(http::HeaderValue::from_static);
+        let authed = tower::ServiceBuilder::new()
+            .map_request(move |mut r: http::Request<tonic::body::Body>| {
+                if let Some(h) = &header {
+                    r.headers_mut()
+                        .insert(http::header::AUTHORIZATION, h.clone());
+                }
+                r
+            })
+            .service(channel);
+        let mut client = create_worker_client(
+            datafusion_distributed::grpc::BoxCloneSyncChannel::new(authed),
+        );
+        let err = client
+            .get_worker_info(GetWorkerInfoRequest {})
+            .await
+            .err()
+            .expect("refused");
+        let status = match &err {
+            DataFusionError::External(e) => e.downcast_ref::<tonic::Status>().cloned(),
+            _ => None,
+        }
+        .unwrap_or_else(|| panic!("not a gRPC status: {err:?}"));
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        assert!(!status.message().contains(SECRET));
+    }
+    // The coordinator itself gets in.
+    c.coordinator.check_workers().await;
+    assert!(c.coordinator.workers().iter().all(|(_, up)| *up));
+}
