@@ -14,8 +14,8 @@ mod principal;
 mod types;
 
 pub use config::{
-    AuditConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig,
-    DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
+    AuditConfig, DomainConfig, EngineConfig, JwtConfig, LimitsConfig, MeshConfig, ServerConfig,
+    TlsConfig, UserConfig, DATAFUSION_KEYS, DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use manifest::{ColumnSpec, Format, ProductManifest, Sla};
