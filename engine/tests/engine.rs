@@ -238,7 +238,7 @@ async fn read_only_surface() {
     ] {
         let err = query(&engine, sql).await.unwrap_err();
         assert!(
-            matches!(err, EngineError::ReadOnly(_) | EngineError::Plan(_)),
+            matches!(err, EngineError::ReadOnly(_) | EngineError::Plan { .. }),
             "{sql}: {err:?}"
         );
     }
@@ -246,7 +246,7 @@ async fn read_only_surface() {
     let err = query(&engine, "SELECT * FROM '/etc/passwd'")
         .await
         .unwrap_err();
-    assert!(matches!(err, EngineError::Plan(_)), "{err:?}");
+    assert!(matches!(err, EngineError::Plan { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -883,6 +883,7 @@ async fn every_query_leaves_an_audit_record() {
         use futures::StreamExt;
         stream.next().await.unwrap().unwrap();
     }
+    engine.flush_audit();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit_file)
         .unwrap()
         .lines()

@@ -490,7 +490,7 @@ impl FlightSqlService for MeshFlightSqlService {
         let t = StatementTicket::decode(ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
         let session = self.session_for(principal, t.default_schema.as_deref())?;
-        tracing::info!(user = %session.principal().user, sql = %t.sql, "query");
+        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&t.sql), "query");
         let planned = session.plan_sql(&t.sql).await.map_err(engine_status)?;
         let schema = Arc::clone(&planned.schema);
         let key = request.into_inner().ticket;
@@ -582,7 +582,7 @@ impl FlightSqlService for MeshFlightSqlService {
             .prepared
             .get(&cmd.prepared_statement_handle, &principal.user)?;
         let session = self.session_for(principal, prepared.default_schema.as_deref())?;
-        tracing::info!(user = %session.principal().user, sql = %prepared.sql, params = prepared.params.len(), "prepared query");
+        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&prepared.sql), params = prepared.params.len(), "prepared query");
         let (schema, plans) = self.plan_prepared(&session, &prepared).await?;
         let key = request.into_inner().ticket;
         Ok(Response::new(self.run(session, schema, plans, key).await?))
