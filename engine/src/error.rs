@@ -318,8 +318,10 @@ impl EngineError {
         }
     }
 
-    /// Replaces every occurrence of `from` in the caller-facing text of this error by `to`
-    /// (used to take bucket roots and local paths out of what clients see).
+    /// Takes bucket roots and local paths out of the caller-facing text of errors that come
+    /// from storage or from inside meshql. Errors about the request itself (plan, execution)
+    /// are left alone: their text may echo what the caller typed, and rewriting it would tell
+    /// the caller which paths are buckets.
     pub(crate) fn redact(self, rules: &[(String, String)]) -> Self {
         let r = |m: String| redact_text(m, rules);
         match self {
@@ -333,14 +335,6 @@ impl EngineError {
                 source,
             },
             EngineError::Storage { message, source } => EngineError::Storage {
-                message: r(message),
-                source,
-            },
-            EngineError::Plan { message, source } => EngineError::Plan {
-                message: r(message),
-                source,
-            },
-            EngineError::Execution { message, source } => EngineError::Execution {
                 message: r(message),
                 source,
             },

@@ -6,8 +6,7 @@
 //! the limit that was reached. Either way only that query is affected.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::memory_pool::{
@@ -16,12 +15,21 @@ use datafusion::execution::memory_pool::{
 
 use crate::limits::size;
 
-/// One query's share of the shared pool.
+/// One query's share of the shared pool. Within the share, spillable consumers (a sort per
+/// partition, say) each get an equal part of what unspillable ones leave, as in DataFusion's
+/// `FairSpillPool`, so that one partition spills before it starves the others.
 #[derive(Debug)]
 pub(crate) struct QueryPool {
     shared: Arc<dyn MemoryPool>,
     limit: usize,
-    reserved: AtomicUsize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spillable_consumers: usize,
+    spillable: usize,
+    unspillable: usize,
 }
 
 impl QueryPool {
@@ -29,8 +37,12 @@ impl QueryPool {
         Self {
             shared,
             limit,
-            reserved: AtomicUsize::new(0),
+            state: Mutex::new(State::default()),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -39,7 +51,7 @@ impl fmt::Display for QueryPool {
         write!(
             f,
             "meshql query pool ({} of {} reserved) over {}",
-            size(self.reserved.load(Ordering::Relaxed) as u64),
+            size(self.reserved() as u64),
             size(self.limit as u64),
             self.shared
         )
@@ -52,49 +64,78 @@ impl MemoryPool for QueryPool {
     }
 
     fn register(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            self.state().spillable_consumers += 1;
+        }
         self.shared.register(consumer)
     }
 
     fn unregister(&self, consumer: &MemoryConsumer) {
+        if consumer.can_spill() {
+            let mut state = self.state();
+            state.spillable_consumers = state.spillable_consumers.saturating_sub(1);
+        }
         self.shared.unregister(consumer)
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
         self.shared.grow(reservation, additional);
-        self.reserved.fetch_add(additional, Ordering::Relaxed);
+        let mut state = self.state();
+        if reservation.consumer().can_spill() {
+            state.spillable += additional;
+        } else {
+            state.unspillable += additional;
+        }
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
         self.shared.shrink(reservation, shrink);
-        let _ = self
-            .reserved
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                Some(r.saturating_sub(shrink))
-            });
+        let mut state = self.state();
+        if reservation.consumer().can_spill() {
+            state.spillable = state.spillable.saturating_sub(shrink);
+        } else {
+            state.unspillable = state.unspillable.saturating_sub(shrink);
+        }
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
         let limit = self.limit;
-        self.reserved
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                r.checked_add(additional).filter(|n| *n <= limit)
-            })
-            .map_err(|held| {
-                DataFusionError::ResourcesExhausted(format!(
+        let spills = reservation.consumer().can_spill();
+        {
+            let mut state = self.state();
+            let held = state.spillable + state.unspillable;
+            let refused = if spills {
+                // An equal part of what the unspillable consumers leave.
+                let part =
+                    limit.saturating_sub(state.unspillable) / state.spillable_consumers.max(1);
+                reservation.size() + additional > part || held + additional > limit
+            } else {
+                held + additional > limit
+            };
+            if refused {
+                return Err(DataFusionError::ResourcesExhausted(format!(
                     "the query reached its memory share of {} (query_memory_limit): {} asked \
                      for {} more while the query holds {}",
                     size(limit as u64),
                     reservation.consumer().name(),
                     size(additional as u64),
                     size(held as u64)
-                ))
-            })?;
+                )));
+            }
+            if spills {
+                state.spillable += additional;
+            } else {
+                state.unspillable += additional;
+            }
+        }
         if let Err(e) = self.shared.try_grow(reservation, additional) {
-            let _ = self
-                .reserved
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                    Some(r.saturating_sub(additional))
-                });
+            let mut state = self.state();
+            if spills {
+                state.spillable = state.spillable.saturating_sub(additional);
+            } else {
+                state.unspillable = state.unspillable.saturating_sub(additional);
+            }
+            drop(state);
             let limit = match self.shared.memory_limit() {
                 MemoryLimit::Finite(n) => size(n as u64),
                 MemoryLimit::Infinite | MemoryLimit::Unknown => "its size".to_string(),
@@ -112,7 +153,8 @@ impl MemoryPool for QueryPool {
     }
 
     fn reserved(&self) -> usize {
-        self.reserved.load(Ordering::Relaxed)
+        let state = self.state();
+        state.spillable + state.unspillable
     }
 
     fn memory_limit(&self) -> MemoryLimit {
@@ -124,6 +166,24 @@ impl MemoryPool for QueryPool {
 mod tests {
     use super::*;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
+
+    #[test]
+    fn spillable_consumers_share_the_query_share() {
+        let shared: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
+        let q: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(shared, 600));
+        let a = MemoryConsumer::new("sort[0]")
+            .with_can_spill(true)
+            .register(&q);
+        let b = MemoryConsumer::new("sort[1]")
+            .with_can_spill(true)
+            .register(&q);
+        a.try_grow(300).unwrap();
+        // Half each: `a` must spill before it takes `b`'s part.
+        assert!(a.try_grow(1).is_err());
+        b.try_grow(300).unwrap();
+        drop(b);
+        a.try_grow(300).unwrap();
+    }
 
     #[test]
     fn a_query_stops_at_its_share_and_the_pool_at_its_size() {

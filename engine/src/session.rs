@@ -270,6 +270,11 @@ impl MeshEngine {
             .with_target_partitions(self.inner.limits.target_partitions)
             .with_batch_size(self.inner.limits.batch_size);
         config.options_mut().execution.parquet.pushdown_filters = true;
+        // A sort reserves this much up front for merging its spilled runs; it must fit well
+        // inside one query's share of memory.
+        let share = usize::try_from(self.inner.limits.query_memory_limit).unwrap_or(usize::MAX);
+        let reservation = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *reservation = (*reservation).min(share / 4);
         for (key, value) in &self.inner.datafusion {
             // Checked when the engine was created.
             let _ = config.options_mut().set(key, value);
