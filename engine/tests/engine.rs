@@ -1213,7 +1213,7 @@ fn listing(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<u64>> {
                 out.insert(path.clone(), None);
                 stack.push(path);
             } else {
-                let size = (path.file_name() != Some("audit.jsonl".as_ref())).then(|| meta.len());
+                let size = (path.file_name() != Some("audit.jsonl".as_ref())).then_some(meta.len());
                 out.insert(path, size);
             }
         }
@@ -1388,10 +1388,11 @@ async fn nothing_is_written_by_any_statement_under_any_explain_as_any_principal(
 
 /// Limits with small values so that tests hit them quickly.
 fn small_limits() -> meshql_engine::Limits {
-    let mut limits = meshql_engine::Limits::default();
-    limits.max_expr_depth = 200;
-    limits.max_sql_bytes = 64 * 1024;
-    limits
+    meshql_engine::Limits {
+        max_expr_depth: 200,
+        max_sql_bytes: 64 * 1024,
+        ..Default::default()
+    }
 }
 
 async fn engine_with(dir: &Path, limits: meshql_engine::Limits) -> MeshEngine {
@@ -1485,7 +1486,8 @@ async fn no_input_stops_the_engine() {
     // A million-level chain (far deeper than any stack) is refused without overflowing.
     let mut limits = small_limits();
     limits.max_sql_bytes = 4 * 1024 * 1024;
-    let engine2 = engine_with(tempfile::tempdir().unwrap().path(), limits).await;
+    let dir2 = tempfile::tempdir().unwrap();
+    let engine2 = engine_with(dir2.path(), limits).await;
     let huge = format!("SELECT 1{}", "+1".repeat(1_000_000));
     let err = query_as(&engine2, "guest", &huge).await.unwrap_err();
     assert!(matches!(err, EngineError::LimitExceeded { .. }), "{err:?}");
@@ -1539,10 +1541,12 @@ async fn at_the_default_depth_limit_every_kind_plans_and_runs() {
 #[tokio::test]
 async fn admission_queues_then_refuses_naming_the_limit_and_frees_slots_with_the_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let mut limits = meshql_engine::Limits::default();
-    limits.max_concurrent_queries = 2;
-    limits.max_queries_per_user = 1;
-    limits.queue_timeout = std::time::Duration::from_millis(300);
+    let limits = meshql_engine::Limits {
+        max_concurrent_queries: 2,
+        max_queries_per_user: 1,
+        queue_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
     let engine = engine_with(dir.path(), limits).await;
     let long = "SELECT * FROM generate_series(1, 100000000)";
     let ann = engine.session(principal(&engine, "sales_analyst")).unwrap();
@@ -1578,8 +1582,10 @@ async fn admission_queues_then_refuses_naming_the_limit_and_frees_slots_with_the
 #[tokio::test]
 async fn a_statement_past_its_timeout_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let mut limits = meshql_engine::Limits::default();
-    limits.statement_timeout = std::time::Duration::from_millis(500);
+    let limits = meshql_engine::Limits {
+        statement_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
     let engine = engine_with(dir.path(), limits).await;
     let err = query_as(
         &engine,
@@ -1601,11 +1607,13 @@ async fn a_statement_past_its_timeout_fails_alone() {
 async fn a_query_past_its_memory_share_spills_or_fails_alone() {
     let dir = tempfile::tempdir().unwrap();
     let spill = tempfile::tempdir().unwrap();
-    let mut limits = meshql_engine::Limits::default();
-    limits.memory_limit = 128 * 1024 * 1024;
-    limits.query_memory_limit = 32 * 1024 * 1024;
-    limits.target_partitions = 2;
-    limits.spill_dir = Some(spill.path().to_path_buf());
+    let limits = meshql_engine::Limits {
+        memory_limit: 128 * 1024 * 1024,
+        query_memory_limit: 32 * 1024 * 1024,
+        target_partitions: 2,
+        spill_dir: Some(spill.path().to_path_buf()),
+        ..Default::default()
+    };
     let engine = engine_with(dir.path(), limits).await;
     // A sort whose working set is many times the share completes by spilling.
     // (~120 MB of rows to sort with 32 MiB.)
