@@ -194,3 +194,86 @@ impl Stream for ForwardedStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_panic_while_planning_fails_that_work_alone() {
+        let rt = QueryRuntime::try_new(2).unwrap();
+        let err = rt
+            .run("planning", async {
+                if std::hint::black_box(true) {
+                    panic!("boom in the planner");
+                }
+                Ok(1)
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Bug { context, .. } if context.contains("boom in the planner")),
+            "{err:?}"
+        );
+        // The runtime still runs work.
+        assert_eq!(rt.run("planning", async { Ok(2) }).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_executing_ends_the_stream_with_an_internal_error() {
+        let rt = QueryRuntime::try_new(2).unwrap();
+        let schema = Arc::new(arrow::datatypes::Schema::empty());
+        let batch = RecordBatch::new_empty(schema);
+        let mut first = true;
+        let stream = futures::stream::poll_fn(move |_| {
+            if std::mem::take(&mut first) {
+                return Poll::Ready(Some(Ok(batch.clone())));
+            }
+            panic!("boom in an operator");
+        });
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut forwarded = rt
+            .forward(stream, deadline, || EngineError::Cancelled)
+            .unwrap();
+        assert!(forwarded.next().await.unwrap().is_ok());
+        let err = forwarded.next().await.unwrap().unwrap_err();
+        assert!(matches!(err, EngineError::Bug { .. }), "{err:?}");
+        assert!(forwarded.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_past_its_deadline_ends_with_the_timeout_error() {
+        let rt = QueryRuntime::try_new(2).unwrap();
+        let stream = futures::stream::pending::<Result<RecordBatch>>();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        let mut forwarded = rt
+            .forward(stream, deadline, || EngineError::Cancelled)
+            .unwrap();
+        assert!(matches!(
+            forwarded.next().await,
+            Some(Err(EngineError::Cancelled))
+        ));
+    }
+
+    #[test]
+    fn deep_recursion_fits_on_query_threads() {
+        // What the large stacks are for: a recursion that would overflow a 2 MiB thread.
+        fn depth(n: usize) -> usize {
+            let pad = std::hint::black_box([0u8; 1024]);
+            if n == 0 {
+                pad[0] as usize
+            } else {
+                depth(n - 1) + pad[n % 1024] as usize
+            }
+        }
+        let rt = QueryRuntime::try_new(2).unwrap();
+        let handle = rt.handle().unwrap().spawn(async { depth(20_000) });
+        let out = rt
+            .handle()
+            .unwrap()
+            .block_on(async { handle.await })
+            .unwrap();
+        assert_eq!(out, 0);
+    }
+}

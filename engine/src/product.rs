@@ -502,3 +502,103 @@ impl ReadLog {
         self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    /// A bucket that answers every `head` with 403 and lists nothing.
+    #[derive(Debug, Default)]
+    struct Refusing(InMemory);
+
+    impl std::fmt::Display for Refusing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Refusing")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Refusing {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.0.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            if options.head {
+                return Err(object_store::Error::Generic {
+                    store: "test",
+                    source: "403 Forbidden".into(),
+                });
+            }
+            self.0.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.0.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_is_a_storage_failure_not_an_empty_product() {
+        let runtime = Arc::new(RuntimeEnv::default());
+        let bucket = Url::parse("memory://bucket/").unwrap();
+        runtime.register_object_store(&bucket, Arc::new(Refusing::default()));
+        let url = bucket.join("stock").unwrap();
+        let failure = match resolve_parquet(&runtime, &SessionConfig::new(), &url).await {
+            Ok(_) => panic!("resolved"),
+            Err(f) => f,
+        };
+        assert!(failure.message.contains("403"), "{failure}");
+        assert!(!failure.message.contains("no Parquet files"), "{failure}");
+    }
+}
