@@ -269,11 +269,7 @@ mod tests {
         }
         let rt = QueryRuntime::try_new(2).unwrap();
         let handle = rt.handle().unwrap().spawn(async { depth(20_000) });
-        let out = rt
-            .handle()
-            .unwrap()
-            .block_on(async { handle.await })
-            .unwrap();
+        let out = rt.handle().unwrap().block_on(handle).unwrap();
         assert_eq!(out, 0);
     }
 }
