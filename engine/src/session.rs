@@ -806,14 +806,14 @@ impl QuerySession {
                 return Err(e);
             }
         };
-        // EXPLAIN shows file paths: non-admins see them relative to their bucket.
-        let redact_output = (explain && !self.is_admin()).then(|| Arc::clone(&inner.redaction));
+        // EXPLAIN shows file paths: non-admins see only their last segment.
+        let shorten_output = explain && !self.is_admin();
         Ok(Box::pin(QueryStream {
             inner: forwarded,
             audit,
             permit: Some(permit),
             redaction: Arc::clone(&inner.redaction),
-            redact_output,
+            shorten_output,
         }))
     }
 
@@ -928,7 +928,8 @@ struct QueryStream {
     audit: AuditGuard,
     permit: Option<Permit>,
     redaction: Arc<Vec<(String, String)>>,
-    redact_output: Option<Arc<Vec<(String, String)>>>,
+    /// Shorten paths in the output (EXPLAIN for non-admins).
+    shorten_output: bool,
 }
 
 impl Stream for QueryStream {
@@ -937,10 +938,9 @@ impl Stream for QueryStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         let polled = match this.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(match &this.redact_output {
-                Some(rules) => redact_batch(batch, rules),
-                None => Ok(batch),
-            })),
+            Poll::Ready(Some(Ok(batch))) if this.shorten_output => {
+                Poll::Ready(Some(shorten_paths_in_batch(batch)))
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.redact(&this.redaction)))),
             other => other,
         };
@@ -963,30 +963,64 @@ impl Stream for QueryStream {
     }
 }
 
-/// Applies the redaction rules to every string column of a batch (EXPLAIN output).
-fn redact_batch(batch: RecordBatch, rules: &[(String, String)]) -> Result<RecordBatch> {
+/// Shortens every path in the string columns of a batch (EXPLAIN output for non-admins): a
+/// token with two or more `/` keeps only its last segment (`…/part-0.parquet`). Uniform on
+/// purpose: it does not depend on which paths are buckets, so a path the caller typed into a
+/// literal is shortened the same whether or not it is a product's location.
+fn shorten_paths_in_batch(batch: RecordBatch) -> Result<RecordBatch> {
     let columns: Vec<ArrayRef> = batch
         .columns()
         .iter()
         .map(|c| match c.data_type() {
-            DataType::Utf8 => {
-                let strings = c.as_any().downcast_ref::<StringArray>();
-                match strings {
-                    Some(s) => Arc::new(
-                        s.iter()
-                            .map(|v| v.map(|v| crate::error::redact_text(v.to_string(), rules)))
-                            .collect::<StringArray>(),
-                    ) as ArrayRef,
-                    None => Arc::clone(c),
-                }
-            }
+            DataType::Utf8 => match c.as_any().downcast_ref::<StringArray>() {
+                Some(s) => Arc::new(
+                    s.iter()
+                        .map(|v| v.map(shorten_paths))
+                        .collect::<StringArray>(),
+                ) as ArrayRef,
+                None => Arc::clone(c),
+            },
             _ => Arc::clone(c),
         })
         .collect();
     RecordBatch::try_new(batch.schema(), columns).map_err(|e| EngineError::Bug {
-        context: "redacting EXPLAIN output".to_string(),
+        context: "shortening paths in EXPLAIN output".to_string(),
         source: Box::new(e),
     })
+}
+
+/// See [`shorten_paths_in_batch`].
+fn shorten_paths(text: &str) -> String {
+    const DELIMITERS: &[char] = &[
+        ' ', '\n', '\t', '[', ']', '{', '}', '(', ')', ',', '\'', '"', '=',
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.matches('/').count() >= 2 {
+            let trimmed = token.trim_end_matches('/');
+            let last = trimmed.rsplit('/').next().unwrap_or("");
+            out.push('…');
+            out.push('/');
+            out.push_str(last);
+            if token.ends_with('/') {
+                out.push('/');
+            }
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for ch in text.chars() {
+        if DELIMITERS.contains(&ch) {
+            flush(&mut token, &mut out);
+            out.push(ch);
+        } else {
+            token.push(ch);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
 }
 
 /// A schema standing in for a system table when only its shape is needed.
@@ -995,5 +1029,25 @@ struct TableSchemaOnly(SchemaRef);
 impl TableSchemaOnly {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_paths;
+
+    #[test]
+    fn paths_in_explain_output_are_shortened_uniformly() {
+        assert_eq!(
+            shorten_paths(
+                "file_groups={1 group: [[tmp/m/buckets/c/c-000.parquet, a/b/x.parquet]]}"
+            ),
+            "file_groups={1 group: [[…/c-000.parquet, …/x.parquet]]}"
+        );
+        assert_eq!(
+            shorten_paths("Utf8(\"/srv/mesh/buckets/\")"),
+            "Utf8(\"…/buckets/\")"
+        );
+        assert_eq!(shorten_paths("a / b, x/y"), "a / b, x/y");
     }
 }
