@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use url::Url;
 
@@ -52,6 +53,10 @@ pub struct MeshConfig {
     pub jwt: Option<JwtConfig>,
     /// `[cluster]`: distributed execution on workers (none configured: single node).
     pub cluster: ClusterConfig,
+    /// `[engine]`: memory, spilling and parallelism of the query engine.
+    pub engine: EngineConfig,
+    /// `[limits]`: admission control and per-query limits.
+    pub limits: LimitsConfig,
 }
 
 /// Default `cluster.secret_env`: the environment variable holding the cluster's shared secret.
@@ -91,6 +96,74 @@ impl Default for ClusterConfig {
         }
     }
 }
+
+/// `[engine]` settings. `None` means "the engine's default" (see docs/limits.md); the engine
+/// resolves defaults, since some depend on the machine (its memory, its cores).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Bytes of the memory pool shared by all queries.
+    pub memory_limit: Option<u64>,
+    /// Bytes one query may reserve from the shared pool.
+    pub query_memory_limit: Option<u64>,
+    /// Where spilling operators write temporary files (relative to the configuration file).
+    pub spill_dir: Option<PathBuf>,
+    pub target_partitions: Option<usize>,
+    pub batch_size: Option<usize>,
+    /// `[engine.datafusion]`: DataFusion configuration keys (without the `datafusion.` prefix)
+    /// and their values as text; only keys in [`DATAFUSION_KEYS`] are accepted.
+    pub datafusion: BTreeMap<String, String>,
+}
+
+/// `[limits]` settings; `None` means the engine's default (see docs/limits.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Queries running at once; more wait in a queue.
+    pub max_concurrent_queries: Option<usize>,
+    /// How long a query may wait in the queue.
+    pub queue_timeout: Option<Duration>,
+    /// Queries one user may run at once; more wait in the queue.
+    pub max_queries_per_user: Option<usize>,
+    /// How long one statement may run, from admission to its last batch.
+    pub statement_timeout: Option<Duration>,
+    /// Largest SQL text accepted, in bytes.
+    pub max_sql_bytes: Option<u64>,
+    /// Deepest nesting of expressions (and of UNION/INTERSECT/EXCEPT chains) accepted.
+    pub max_expr_depth: Option<usize>,
+}
+
+/// DataFusion configuration keys `[engine.datafusion]` may set (without the `datafusion.`
+/// prefix). Only execution and optimizer tunables: nothing that changes SQL semantics, the
+/// parser (its recursion limit), the catalog or what a query may read.
+pub const DATAFUSION_KEYS: &[&str] = &[
+    "execution.coalesce_batches",
+    "execution.collect_statistics",
+    "execution.meta_fetch_concurrency",
+    "execution.planning_concurrency",
+    "execution.sort_spill_reservation_bytes",
+    "execution.sort_in_place_threshold_bytes",
+    "execution.spill_compression",
+    "execution.skip_partial_aggregation_probe_ratio_threshold",
+    "execution.skip_partial_aggregation_probe_rows_threshold",
+    "execution.parquet.pushdown_filters",
+    "execution.parquet.reorder_filters",
+    "execution.parquet.enable_page_index",
+    "execution.parquet.pruning",
+    "execution.parquet.bloom_filter_on_read",
+    "execution.parquet.metadata_size_hint",
+    "optimizer.enable_dynamic_filter_pushdown",
+    "optimizer.enable_topk_aggregation",
+    "optimizer.hash_join_single_partition_threshold",
+    "optimizer.hash_join_single_partition_threshold_rows",
+    "optimizer.max_passes",
+    "optimizer.prefer_hash_join",
+    "optimizer.repartition_aggregations",
+    "optimizer.repartition_file_min_size",
+    "optimizer.repartition_file_scans",
+    "optimizer.repartition_joins",
+    "optimizer.repartition_sorts",
+    "optimizer.repartition_windows",
+    "optimizer.top_down_join_key_reordering",
+];
 
 /// `[auth.jwt]`: how JWT bearer tokens are verified and mapped to principals.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,7 +285,7 @@ impl MeshConfig {
         let problems = std::cell::RefCell::new(Vec::new());
         let mut f = Fields::new(file, "", &value, &problems);
         f.known(&[
-            "server", "catalog", "domains", "users", "audit", "auth", "cluster",
+            "server", "catalog", "domains", "users", "audit", "auth", "cluster", "engine", "limits",
         ]);
 
         let server = match f.table("server") {
@@ -489,6 +562,14 @@ impl MeshConfig {
             .table("cluster")
             .map(|t| parse_cluster(file, t, &problems))
             .unwrap_or_default();
+        let engine = match f.table("engine") {
+            Some(t) => parse_engine(file, &base_dir, t, &problems),
+            None => EngineConfig::default(),
+        };
+        let limits = match f.table("limits") {
+            Some(t) => parse_limits(file, t, &problems),
+            None => LimitsConfig::default(),
+        };
         let problems = problems.into_inner();
         match (problems.is_empty(), catalog_dir) {
             (true, Some(catalog_dir)) => Ok(MeshConfig {
@@ -502,6 +583,8 @@ impl MeshConfig {
                 audit,
                 jwt,
                 cluster,
+                engine,
+                limits,
             }),
             _ => Err(problems),
         }
@@ -600,6 +683,110 @@ fn parse_cluster(
             .positive_int("scan_bytes_per_partition")
             .map(|n| n as u64)
             .unwrap_or(defaults.scan_bytes_per_partition),
+    }
+}
+
+fn parse_engine(
+    file: &Path,
+    base_dir: &Path,
+    t: &toml::Table,
+    problems: &std::cell::RefCell<Vec<Problem>>,
+) -> EngineConfig {
+    let mut e = Fields::new(file, "engine", t, problems);
+    e.known(&[
+        "memory_limit",
+        "query_memory_limit",
+        "spill_dir",
+        "target_partitions",
+        "batch_size",
+        "datafusion",
+    ]);
+    let memory_limit = e.byte_size("memory_limit");
+    let query_memory_limit = e.byte_size("query_memory_limit");
+    if let (Some(all), Some(one)) = (memory_limit, query_memory_limit) {
+        if one > all {
+            e.problem(
+                "query_memory_limit",
+                format!(
+                    "{} is more than memory_limit ({}): one query's share must fit in the pool",
+                    bytesize::ByteSize(one).display().iec(),
+                    bytesize::ByteSize(all).display().iec()
+                ),
+            );
+        }
+    }
+    let spill_dir = e.string("spill_dir").map(|p| base_dir.join(p));
+    let target_partitions = e.positive_int("target_partitions");
+    let batch_size = e.positive_int("batch_size");
+    let mut datafusion = BTreeMap::new();
+    if let Some(df) = e.table("datafusion") {
+        for (key, value) in df {
+            let field = format!("datafusion.\"{key}\"");
+            let key = key.strip_prefix("datafusion.").unwrap_or(key);
+            if !DATAFUSION_KEYS.contains(&key) {
+                e.problem(
+                    &field,
+                    format!(
+                        "`{key}` is not a DataFusion setting meshql passes through (allowed: {})",
+                        DATAFUSION_KEYS.join(", ")
+                    ),
+                );
+                continue;
+            }
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    e.problem(
+                        &field,
+                        format!(
+                            "expected a string, number or boolean, found {}",
+                            other.type_str()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            datafusion.insert(key.to_string(), text);
+        }
+    }
+    EngineConfig {
+        memory_limit,
+        query_memory_limit,
+        spill_dir,
+        target_partitions,
+        batch_size,
+        datafusion,
+    }
+}
+
+fn parse_limits(
+    file: &Path,
+    t: &toml::Table,
+    problems: &std::cell::RefCell<Vec<Problem>>,
+) -> LimitsConfig {
+    let mut l = Fields::new(file, "limits", t, problems);
+    l.known(&[
+        "max_concurrent_queries",
+        "queue_timeout",
+        "max_queries_per_user",
+        "statement_timeout",
+        "max_sql_bytes",
+        "max_expr_depth",
+    ]);
+    let statement_timeout = l.duration("statement_timeout");
+    if statement_timeout == Some(Duration::ZERO) {
+        l.problem("statement_timeout", "must be more than 0");
+    }
+    LimitsConfig {
+        max_concurrent_queries: l.positive_int("max_concurrent_queries"),
+        queue_timeout: l.duration("queue_timeout"),
+        max_queries_per_user: l.positive_int("max_queries_per_user"),
+        statement_timeout,
+        max_sql_bytes: l.byte_size("max_sql_bytes"),
+        max_expr_depth: l.positive_int("max_expr_depth"),
     }
 }
 
@@ -890,6 +1077,74 @@ mod tests {
         let problems = parse(&text, vec![]).unwrap_err();
         assert_eq!(problems[0].field, "users[0].name", "{problems:?}");
         assert!(problems[0].message.contains("`:`"), "{problems:?}");
+    }
+
+    #[test]
+    fn engine_and_limits_sections() {
+        let base = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n";
+        let text = format!(
+            "{base}[engine]\nmemory_limit = \"1GiB\"\nquery_memory_limit = \"256MiB\"\nspill_dir = \"spill\"\n\
+             target_partitions = 4\nbatch_size = 1024\n[engine.datafusion]\n\"execution.parquet.pushdown_filters\" = false\n\
+             [limits]\nmax_concurrent_queries = 3\nqueue_timeout = \"2s\"\nmax_queries_per_user = 2\n\
+             statement_timeout = \"15m\"\nmax_sql_bytes = \"1MiB\"\nmax_expr_depth = 500\n"
+        );
+        let c = parse(&text, vec![("MESHQL__LIMITS__MAX_SQL_BYTES", "2048")]).unwrap();
+        assert_eq!(c.engine.memory_limit, Some(1 << 30));
+        assert_eq!(c.engine.query_memory_limit, Some(256 << 20));
+        assert_eq!(c.engine.spill_dir, Some(PathBuf::from("/mesh/spill")));
+        assert_eq!(c.engine.target_partitions, Some(4));
+        assert_eq!(c.engine.batch_size, Some(1024));
+        assert_eq!(
+            c.engine.datafusion["execution.parquet.pushdown_filters"],
+            "false"
+        );
+        assert_eq!(c.limits.max_concurrent_queries, Some(3));
+        assert_eq!(c.limits.queue_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.limits.max_queries_per_user, Some(2));
+        assert_eq!(c.limits.statement_timeout, Some(Duration::from_secs(900)));
+        assert_eq!(c.limits.max_sql_bytes, Some(2048), "env override");
+        assert_eq!(c.limits.max_expr_depth, Some(500));
+        // Defaults are left to the engine.
+        let c = parse(base, vec![]).unwrap();
+        assert_eq!(c.engine, EngineConfig::default());
+        assert_eq!(c.limits, LimitsConfig::default());
+    }
+
+    #[test]
+    fn engine_and_limits_problems_name_their_field() {
+        let text = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n\
+            [engine]\nmemory_limit = \"lots\"\nquery_memory_limit = 0\ncolour = 1\n\
+            [engine.datafusion]\n\"sql_parser.recursion_limit\" = 1000\n\"optimizer.max_passes\" = [1]\n\
+            [limits]\nqueue_timeout = \"soon\"\nstatement_timeout = \"0s\"\nmax_concurrent_queries = -1\n";
+        let problems = parse(text, vec![]).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "engine.colour",
+                "engine.memory_limit",
+                "engine.query_memory_limit",
+                "engine.datafusion.\"optimizer.max_passes\"",
+                "engine.datafusion.\"sql_parser.recursion_limit\"",
+                "limits.statement_timeout",
+                "limits.max_concurrent_queries",
+                "limits.queue_timeout",
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems
+            .iter()
+            .all(|p| p.file == Path::new("/mesh/meshql.toml")));
+        // One query's share larger than the pool.
+        let text = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n\
+            [engine]\nmemory_limit = \"1GiB\"\nquery_memory_limit = \"2GiB\"\n";
+        let problems = parse(text, vec![]).unwrap_err();
+        assert_eq!(problems[0].field, "engine.query_memory_limit");
+        assert!(
+            problems[0].message.contains("memory_limit"),
+            "{}",
+            problems[0]
+        );
     }
 
     #[test]

@@ -582,6 +582,51 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A size given as `"512MiB"`, `"4GiB"`, `"1GB"` or as a number of bytes; more than 0.
+    pub(crate) fn byte_size(&self, key: &str) -> Option<u64> {
+        let parsed = match self.table.get(key)? {
+            toml::Value::Integer(i) if *i > 0 => Some(*i as u64),
+            toml::Value::String(s) => s.trim().parse::<bytesize::ByteSize>().ok().map(|b| b.0),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                let found = self
+                    .table
+                    .get(key)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                self.problem(
+                    key,
+                    format!("expected a size such as \"512MiB\" or \"4GiB\" (more than 0), found {found}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A duration given as `"30s"`, `"15m"`, `"1h 30m"` or as a number of seconds; 0 allowed.
+    pub(crate) fn duration(&self, key: &str) -> Option<std::time::Duration> {
+        match self.table.get(key)? {
+            toml::Value::Integer(i) if *i >= 0 => Some(std::time::Duration::from_secs(*i as u64)),
+            toml::Value::String(s) => humantime::parse_duration(s.trim()).ok().or_else(|| {
+                self.problem(
+                    key,
+                    format!("`{s}` is not a duration such as \"30s\", \"15m\" or \"1h\""),
+                );
+                None
+            }),
+            other => {
+                self.problem(
+                    key,
+                    format!("expected a duration such as \"30s\", found {other}"),
+                );
+                None
+            }
+        }
+    }
+
     pub(crate) fn positive_int(&self, key: &str) -> Option<usize> {
         match self.table.get(key)? {
             toml::Value::Integer(i) if *i > 0 => Some(*i as usize),

@@ -11,7 +11,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use deltalake::DeltaTable;
 use url::Url;
 
-use crate::product::open_delta;
+use crate::product::{open_delta, ReadFailure};
 
 #[derive(Debug)]
 pub(crate) struct DeltaCache {
@@ -32,7 +32,7 @@ impl DeltaCache {
         &self,
         runtime: &Arc<RuntimeEnv>,
         url: &Url,
-    ) -> Result<DeltaTable, String> {
+    ) -> Result<DeltaTable, ReadFailure> {
         let key = url.to_string();
         let cached = self
             .tables
@@ -49,7 +49,10 @@ impl DeltaCache {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&key);
-                    return Err(format!("cannot refresh the Delta table at {url}: {e}"));
+                    return Err(ReadFailure::new(
+                        format!("cannot refresh the Delta table: {e}"),
+                        e,
+                    ));
                 }
             },
             None => open_delta(runtime, url, None).await?,

@@ -4,25 +4,33 @@
 //! exactly each product's contract, and runs SQL for a principal within a read-only surface,
 //! streaming results in client-facing Arrow types.
 
+mod admission;
 mod audit;
 mod buckets;
 mod contract;
 mod delta_cache;
 pub mod demo;
 mod error;
+mod executor;
+pub mod limits;
+mod memory;
 pub mod output;
 mod policy;
 mod policy_exec;
 mod product;
 mod provider;
+mod read_only;
+mod scan;
 mod session;
 mod system;
 mod time_travel;
 
-pub use audit::{AuditRecord, WorkersUsed, AUDIT_ADMIN_GROUP};
+pub use admission::AdmissionStats;
+pub use audit::{AuditRecord, AuditStats, WorkersUsed, AUDIT_ADMIN_GROUP};
 pub use buckets::register_domain_stores;
 pub use contract::{arrow_type, contract_schema};
-pub use error::{EngineError, Result};
+pub use error::{BoxError, EngineError, Result};
+pub use limits::Limits;
 pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
 pub use provider::MESH_CATALOG;

@@ -32,10 +32,43 @@ use url::Url;
 
 use crate::contract::bind_columns;
 use crate::delta_cache::DeltaCache;
-use crate::error::{EngineError, Result};
+use crate::error::{BoxError, EngineError, Result};
 use crate::policy::SecuredView;
 use crate::policy_exec::PolicyExec;
+use crate::scan::{attach_product, ProductScanExec};
 use crate::time_travel::AsOf;
+
+/// A failure to read a product's storage: a message for the caller (no bucket URL in it) and
+/// the cause.
+#[derive(Debug)]
+pub(crate) struct ReadFailure {
+    pub(crate) message: String,
+    pub(crate) source: BoxError,
+}
+
+impl ReadFailure {
+    pub(crate) fn new(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            message: message.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The failure as "product X is unavailable".
+    pub(crate) fn of(self, product: &str) -> EngineError {
+        EngineError::ProductUnavailable {
+            product: product.to_string(),
+            message: self.message,
+            source: self.source,
+        }
+    }
+}
+
+impl std::fmt::Display for ReadFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// Where a product's data lives.
 pub(crate) fn product_url(domain: &Domain, product: &Product) -> Result<Url> {
@@ -45,7 +78,8 @@ pub(crate) fn product_url(domain: &Domain, product: &Product) -> Result<Url> {
         .join(&product.manifest.location)
         .map_err(|e| EngineError::ProductUnavailable {
             product: product.qualified_name(),
-            message: format!("invalid location `{}`: {e}", product.manifest.location),
+            message: format!("invalid location `{}`", product.manifest.location),
+            source: Box::new(e),
         })
 }
 
@@ -69,12 +103,9 @@ pub(crate) async fn resolve_product(
 ) -> Result<ResolvedProduct> {
     let name = product.qualified_name();
     let url = product_url(domain, product)?;
-    let unavailable = |message: String| EngineError::ProductUnavailable {
-        product: name.clone(),
-        message,
-    };
+    let unavailable = |f: ReadFailure| f.of(&name);
     if as_of.is_some() && product.manifest.format != Format::Delta {
-        return Err(EngineError::Plan(format!(
+        return Err(EngineError::plan(format!(
             "time travel (VERSION AS OF / TIMESTAMP AS OF) needs a Delta product; `{name}` is {}",
             product.manifest.format.as_str()
         )));
@@ -128,8 +159,9 @@ pub(crate) async fn resolve_product(
     let plan = LogicalPlanBuilder::scan(table_ref, provider_as_source(raw), None)
         .and_then(|b| b.project(exprs))
         .and_then(|b| b.build())
-        .map_err(|e| {
-            EngineError::Internal(format!("building the contract projection of `{name}`: {e}"))
+        .map_err(|e| EngineError::Bug {
+            context: format!("building the contract projection of `{name}`"),
+            source: Box::new(e),
         })?;
     Ok(ResolvedProduct {
         plan,
@@ -166,38 +198,53 @@ async fn resolve_parquet(
     runtime: &Arc<RuntimeEnv>,
     config: &SessionConfig,
     url: &Url,
-) -> std::result::Result<Arc<dyn TableProvider>, String> {
+) -> std::result::Result<Arc<dyn TableProvider>, ReadFailure> {
     let state = SessionStateBuilder::new()
         .with_config(config.clone())
         .with_runtime_env(Arc::clone(runtime))
         .build();
-    let store_url =
-        ObjectStoreUrl::parse(&url[..url::Position::BeforePath]).map_err(|e| e.to_string())?;
+    let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
+        .map_err(|e| ReadFailure::new("invalid bucket URL", e))?;
     let store = runtime
         .object_store(&store_url)
-        .map_err(|e| e.to_string())?;
-    // A location is either one file or a directory (prefix) of files.
-    let path = object_store::path::Path::from_url_path(url.path()).map_err(|e| e.to_string())?;
-    let is_file = !url.path().ends_with('/') && store.head(&path).await.is_ok();
+        .map_err(|e| ReadFailure::new("no object store for the bucket", e))?;
+    // A location is either one file or a directory (prefix) of files. Only NotFound means
+    // "not a file": a refusal or a timeout is the storage's problem and is reported as such.
+    let path = object_store::path::Path::from_url_path(url.path())
+        .map_err(|e| ReadFailure::new("invalid location", e))?;
+    let is_file = if url.path().ends_with('/') {
+        false
+    } else {
+        match store.head(&path).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => return Err(ReadFailure::new(e.to_string(), e)),
+        }
+    };
     let table_url = if is_file || url.path().ends_with('/') {
         url.to_string()
     } else {
         format!("{url}/")
     };
-    let table_url = ListingTableUrl::parse(&table_url).map_err(|e| e.to_string())?;
+    let table_url =
+        ListingTableUrl::parse(&table_url).map_err(|e| ReadFailure::new("invalid location", e))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(if is_file { "" } else { ".parquet" });
     let schema = options
         .infer_schema(&state, &table_url)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| ReadFailure::new(describe(&e), e))?;
     if schema.fields().is_empty() {
-        return Err(format!("no Parquet files found at {url}"));
+        return Err(ReadFailure::new(
+            "no Parquet files found at the product's location",
+            "empty listing",
+        ));
     }
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(schema);
-    let table = ListingTable::try_new(config).map_err(|e| e.to_string())?;
+    let table = ListingTable::try_new(config)
+        .map_err(|e| ReadFailure::new("cannot read the Parquet files", e))?;
     Ok(Arc::new(table))
 }
 
@@ -207,7 +254,7 @@ pub(crate) async fn open_delta(
     runtime: &Arc<RuntimeEnv>,
     url: &Url,
     as_of: Option<&AsOf>,
-) -> std::result::Result<deltalake::DeltaTable, String> {
+) -> std::result::Result<deltalake::DeltaTable, ReadFailure> {
     let mut table_url = url.clone();
     if table_url.path().ends_with('/') {
         let p = table_url.path().trim_end_matches('/').to_string();
@@ -232,14 +279,13 @@ pub(crate) async fn open_delta(
         builder.load().await
     }
     .await
-    .map_err(|e| match as_of {
-        None => format!("cannot open Delta table at {url}: {e}"),
-        Some(AsOf::Version(v)) => {
-            format!("cannot read version {v} of the Delta table at {url}: {e}")
-        }
-        Some(AsOf::Timestamp(ts)) => {
-            format!("cannot read the Delta table at {url} as of {ts}: {e}")
-        }
+    .map_err(|e| {
+        let message = match as_of {
+            None => format!("cannot open the Delta table: {e}"),
+            Some(AsOf::Version(v)) => format!("cannot read version {v} of the Delta table: {e}"),
+            Some(AsOf::Timestamp(ts)) => format!("cannot read the Delta table as of {ts}: {e}"),
+        };
+        ReadFailure::new(message, e)
     })?;
     Ok(table)
 }
@@ -249,15 +295,15 @@ async fn resolve_delta(
     url: &Url,
     as_of: Option<&AsOf>,
     cache: Option<&DeltaCache>,
-) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), String> {
+) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), ReadFailure> {
     let table = match (as_of, cache) {
         (None, Some(cache)) => cache.latest(runtime, url).await?,
         _ => open_delta(runtime, url, as_of).await?,
     };
     let log_store = table.log_store();
     let root = log_store.root_url();
-    let store_url =
-        ObjectStoreUrl::parse(&root[..url::Position::BeforePath]).map_err(|e| e.to_string())?;
+    let store_url = ObjectStoreUrl::parse(&root[..url::Position::BeforePath])
+        .map_err(|e| ReadFailure::new("invalid Delta table root", e))?;
     if runtime.object_store(&store_url).is_err() {
         runtime.register_object_store(store_url.as_ref(), log_store.root_object_store(None));
     }
@@ -265,7 +311,7 @@ async fn resolve_delta(
     let provider = table
         .table_provider()
         .await
-        .map_err(|e| format!("cannot read Delta table at {url}: {e}"))?;
+        .map_err(|e| ReadFailure::new(format!("cannot read the Delta table: {e}"), e))?;
     Ok((provider, version))
 }
 
@@ -375,7 +421,14 @@ impl TableProvider for ProductTable {
                 if let Some(limit) = limit {
                     plan = plan.limit(0, Some(limit))?;
                 }
-                state.create_physical_plan(&plan.build()?).await
+                let physical = state
+                    .create_physical_plan(&plan.build()?)
+                    .await
+                    .map_err(|e| attach_product(&self.product, e))?;
+                Ok(Arc::new(ProductScanExec::new(
+                    self.product.clone(),
+                    physical,
+                )))
             }
             Some(view) => {
                 if let Some(filter) = &view.filter {
@@ -385,7 +438,11 @@ impl TableProvider for ProductTable {
                 if let Some(limit) = limit {
                     plan = plan.limit(0, Some(limit))?;
                 }
-                let inner = state.create_physical_plan(&plan.build()?).await?;
+                let inner = state
+                    .create_physical_plan(&plan.build()?)
+                    .await
+                    .map_err(|e| attach_product(&self.product, e))?;
+                let inner = Arc::new(ProductScanExec::new(self.product.clone(), inner));
                 Ok(Arc::new(PolicyExec::new(self.product.clone(), inner)))
             }
         }
@@ -443,5 +500,105 @@ impl ReadLog {
 
     pub(crate) fn snapshot(&self) -> Vec<ProductRead> {
         self.reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    /// A bucket that answers every `head` with 403 and lists nothing.
+    #[derive(Debug, Default)]
+    struct Refusing(InMemory);
+
+    impl std::fmt::Display for Refusing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Refusing")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Refusing {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.0.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            if options.head {
+                return Err(object_store::Error::Generic {
+                    store: "test",
+                    source: "403 Forbidden".into(),
+                });
+            }
+            self.0.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.0.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_head_is_a_storage_failure_not_an_empty_product() {
+        let runtime = Arc::new(RuntimeEnv::default());
+        let bucket = Url::parse("memory://bucket/").unwrap();
+        runtime.register_object_store(&bucket, Arc::new(Refusing::default()));
+        let url = bucket.join("stock").unwrap();
+        let failure = match resolve_parquet(&runtime, &SessionConfig::new(), &url).await {
+            Ok(_) => panic!("resolved"),
+            Err(f) => f,
+        };
+        assert!(failure.message.contains("403"), "{failure}");
+        assert!(!failure.message.contains("no Parquet files"), "{failure}");
     }
 }

@@ -1,38 +1,53 @@
 //! The engine and its per-principal query sessions.
 //!
-//! [`MeshEngine`] holds what is shared (the loaded mesh, the runtime with its object stores,
-//! memory pool and caches). [`QuerySession`] is created per request for one principal: it owns a
-//! DataFusion `SessionContext` whose `mesh` catalog is built for that principal, plans SQL within
-//! meshql's read-only surface and streams results in client-facing types.
+//! [`MeshEngine`] holds what is shared: the loaded mesh, the DataFusion runtime (object stores,
+//! the memory pool of `memory_limit`, the spill directory, caches), the audit log, admission
+//! control and the query runtime whose large-stack threads plan and run every query.
+//! [`QuerySession`] is created per request for one principal: it owns a DataFusion
+//! `SessionContext` whose `mesh` catalog is built for that principal, plans SQL within meshql's
+//! read-only surface and streams results in client-facing types.
+//!
+//! A query's life: `plan_sql` checks the SQL's size, parses it, checks its depth and the
+//! read-only allow-list, and plans it (on the query runtime); `execute` waits for admission,
+//! then plans it physically with a memory pool of `query_memory_limit` and runs it on the query
+//! runtime, until `statement_timeout`. The admission permit and the audit record belong to the
+//! result stream: the slot is released and the record written when it ends or is dropped.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::SchemaProvider;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::SessionStateBuilder;
-use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
 use meshql_catalog::{Mesh, Principal};
+use std::time::Instant;
 
-use crate::audit::{AuditLog, WorkersUsed};
+use crate::admission::{Admission, AdmissionStats, Permit};
+use crate::audit::{AuditLog, AuditStats, WorkersUsed, AUDIT_ADMIN_GROUP};
 use crate::contract::contract_schema;
 use crate::delta_cache::DeltaCache;
 use crate::error::{EngineError, Result};
+use crate::executor::{ForwardedStream, QueryRuntime};
+use crate::limits::Limits;
+use crate::memory::QueryPool;
 use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
 use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
-use crate::system::{system_schema, SystemSchema, SYSTEM_SCHEMA};
-use datafusion::catalog::SchemaProvider;
-use std::time::Instant;
+use crate::system::{system_schema, SystemContext, SystemSchema, SYSTEM_SCHEMA};
 
 /// A stream of result batches in client-facing types.
 pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
 
-/// Tunables of the engine.
+/// Tunables of the engine that callers may override over the configuration.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Partitions (threads) per query; defaults to the number of cores.
@@ -57,11 +72,10 @@ impl std::fmt::Debug for SessionHook {
 
 impl Default for EngineOptions {
     fn default() -> Self {
+        let limits = Limits::default();
         Self {
-            target_partitions: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            batch_size: 8192,
+            target_partitions: limits.target_partitions,
+            batch_size: limits.batch_size,
             session_hook: None,
         }
     }
@@ -77,59 +91,183 @@ pub struct MeshEngine {
 struct Inner {
     mesh: Arc<Mesh>,
     runtime: Arc<RuntimeEnv>,
-    options: EngineOptions,
-    /// `(product, location prefix)`, to attribute storage errors to the product they concern.
-    locations: Vec<(String, String)>,
+    limits: Limits,
+    /// `[engine.datafusion]`, as `datafusion.`-prefixed keys.
+    datafusion: Vec<(String, String)>,
     audit: Arc<AuditLog>,
     delta_cache: Arc<DeltaCache>,
+    admission: Admission,
+    /// Replacements that take bucket roots and local paths out of caller-facing texts.
+    redaction: Arc<Vec<(String, String)>>,
+    /// Applied to every query session's state (distributed execution installs itself here).
+    session_hook: Option<SessionHook>,
+    /// Declared last: dropped after everything that may still hold query tasks.
+    queries: QueryRuntime,
+}
+
+/// Stack needed around operations on a planned query that run on the caller's thread
+/// (dropping or binding its plan); more is allocated on the heap when less remains.
+const CALLER_RED_ZONE: usize = 32 * 1024 * 1024;
+
+/// Runs `f` with at least [`CALLER_RED_ZONE`] of stack (on a fresh segment when needed).
+fn on_big_stack<T>(f: impl FnOnce() -> T) -> T {
+    stacker::maybe_grow(CALLER_RED_ZONE, crate::executor::STACK_SIZE, f)
 }
 
 impl MeshEngine {
-    /// Creates an engine over a loaded mesh, registering each domain's bucket.
+    /// Creates an engine over a loaded mesh with the limits of its `[engine]` and `[limits]`
+    /// sections, registering each domain's bucket.
     pub fn try_new(mesh: Mesh) -> Result<Self> {
-        Self::try_new_with_options(mesh, EngineOptions::default())
+        let limits = Limits::from_config(&mesh.config.engine, &mesh.config.limits);
+        Self::try_new_with_limits(mesh, limits)
     }
 
+    /// Like [`MeshEngine::try_new`], with parallelism and batch size overridden.
     pub fn try_new_with_options(mesh: Mesh, options: EngineOptions) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
-        crate::buckets::register_domain_stores(&runtime, &mesh)?;
-        let mut locations = Vec::new();
-        for d in &mesh.domains {
-            for p in &d.products {
-                if let Ok(url) = product_url(d, p) {
-                    let loc = match url.to_file_path() {
-                        Ok(path) => path.display().to_string(),
-                        Err(()) => url.path().to_string(),
-                    };
-                    // Object store paths appear in errors without the leading slash.
-                    locations.push((p.qualified_name(), loc.trim_start_matches('/').to_string()));
-                }
+        let mut limits = Limits::from_config(&mesh.config.engine, &mesh.config.limits);
+        limits.target_partitions = options.target_partitions;
+        limits.batch_size = options.batch_size;
+        Self::build(mesh, limits, options.session_hook)
+    }
+
+    /// Creates an engine with explicit limits (the configuration's are ignored).
+    pub fn try_new_with_limits(mesh: Mesh, limits: Limits) -> Result<Self> {
+        Self::build(mesh, limits, None)
+    }
+
+    fn build(mesh: Mesh, limits: Limits, session_hook: Option<SessionHook>) -> Result<Self> {
+        let config_problem = |field: &str, message: String| {
+            EngineError::Catalog(meshql_catalog::CatalogError::Invalid(vec![
+                meshql_catalog::Problem::new(&mesh.config.file, field, message),
+            ]))
+        };
+        let mode = match &limits.spill_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    config_problem(
+                        "engine.spill_dir",
+                        format!("cannot create {}: {e}", dir.display()),
+                    )
+                })?;
+                DiskManagerMode::Directories(vec![dir.clone()])
             }
+            None => DiskManagerMode::OsTmpDirectory,
+        };
+        let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(limits.memory_limit as usize),
+            std::num::NonZeroUsize::MIN.saturating_add(4),
+        ));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
+            .build_arc()
+            .map_err(EngineError::from_datafusion)?;
+        crate::buckets::register_domain_stores(&runtime, &mesh)?;
+        let datafusion: Vec<(String, String)> = mesh
+            .config
+            .engine
+            .datafusion
+            .iter()
+            .map(|(k, v)| (format!("datafusion.{k}"), v.clone()))
+            .collect();
+        // Check the pass-through settings now, so that a bad value fails the start.
+        let mut probe = SessionConfig::new();
+        for (key, value) in &datafusion {
+            probe.options_mut().set(key, value).map_err(|e| {
+                config_problem(
+                    &format!(
+                        "engine.datafusion.\"{}\"",
+                        key.trim_start_matches("datafusion.")
+                    ),
+                    crate::error::strip_prefix(&e),
+                )
+            })?;
         }
-        // Longest prefix first, so nested locations attribute to the most specific product.
-        locations.sort_by_key(|l| std::cmp::Reverse(l.1.len()));
         let audit = AuditLog::try_new(&mesh.config.audit).map_err(|e| {
-            EngineError::Internal(format!(
-                "cannot open the audit file {:?}: {e}",
-                mesh.config.audit.file
-            ))
+            config_problem(
+                "audit.file",
+                format!(
+                    "cannot open the audit file {}: {e}",
+                    mesh.config
+                        .audit
+                        .file
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                ),
+            )
         })?;
+        let redaction = Arc::new(redaction_rules(&mesh, limits.spill_dir.as_deref()));
+        let queries = QueryRuntime::try_new(limits.target_partitions)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 delta_cache: Arc::new(DeltaCache::new(std::time::Duration::from_secs(
                     mesh.config.refresh_interval_secs,
                 ))),
+                admission: Admission::new(
+                    limits.max_concurrent_queries,
+                    limits.max_queries_per_user,
+                    limits.queue_timeout,
+                ),
                 mesh: Arc::new(mesh),
                 runtime,
-                options,
-                locations,
+                limits,
+                datafusion,
                 audit: Arc::new(audit),
+                redaction,
+                session_hook,
+                queries,
             }),
         })
     }
 
     pub fn mesh(&self) -> &Mesh {
         &self.inner.mesh
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Counters of the audit writer (records written, write errors, dropped, reopened).
+    pub fn audit_stats(&self) -> AuditStats {
+        self.inner.audit.stats()
+    }
+
+    /// Waits until every audit record produced so far is in the audit file.
+    pub fn flush_audit(&self) {
+        self.inner.audit.flush()
+    }
+
+    /// Queries running and queued.
+    pub fn admission_stats(&self) -> AdmissionStats {
+        self.inner.admission.stats()
+    }
+
+    /// Bytes reserved in the shared memory pool, and its size.
+    pub fn memory_reserved(&self) -> (usize, u64) {
+        (
+            self.inner.runtime.memory_pool.reserved(),
+            self.inner.limits.memory_limit,
+        )
+    }
+
+    /// The SQL text as it may appear in logs: with `[audit] sql = "hash"` only its SHA-256
+    /// (`sha256:...`), otherwise the text, cut after 1 KiB.
+    pub fn sql_for_log(&self, sql: &str) -> String {
+        if self.inner.audit.hash_sql() {
+            return format!("sha256:{}", crate::audit::sha256_hex(sql));
+        }
+        const LOG_SQL: usize = 1024;
+        if sql.len() <= LOG_SQL {
+            return sql.to_string();
+        }
+        let mut cut = LOG_SQL;
+        while !sql.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}… ({} bytes)", &sql[..cut], sql.len())
     }
 
     /// A session for one principal.
@@ -151,9 +289,18 @@ impl MeshEngine {
             .with_default_catalog_and_schema(MESH_CATALOG, default_schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
-            .with_target_partitions(self.inner.options.target_partitions)
-            .with_batch_size(self.inner.options.batch_size);
+            .with_target_partitions(self.inner.limits.target_partitions)
+            .with_batch_size(self.inner.limits.batch_size);
         config.options_mut().execution.parquet.pushdown_filters = true;
+        // A sort reserves this much up front for merging its spilled runs; it must fit well
+        // inside one query's share of memory.
+        let share = usize::try_from(self.inner.limits.query_memory_limit).unwrap_or(usize::MAX);
+        let reservation = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *reservation = (*reservation).min(share / 4);
+        for (key, value) in &self.inner.datafusion {
+            // Checked when the engine was created.
+            let _ = config.options_mut().set(key, value);
+        }
         config
     }
 
@@ -182,46 +329,125 @@ impl MeshEngine {
         out
     }
 
-    /// Turns a DataFusion error into an engine error, naming the product a storage error
-    /// concerns when the message points into a product's location.
-    fn attribute(&self, e: datafusion::error::DataFusionError) -> EngineError {
-        let err = EngineError::from_datafusion(e);
-        match err {
-            EngineError::Execution(msg) | EngineError::Internal(msg) => {
-                match self
-                    .inner
-                    .locations
-                    .iter()
-                    .find(|(_, loc)| msg.contains(loc.as_str()))
-                {
-                    Some((product, _)) => EngineError::ProductUnavailable {
-                        product: product.clone(),
-                        message: msg,
-                    },
-                    None => EngineError::Execution(msg),
+    /// The error as the caller sees it: bucket roots and local paths taken out of its text.
+    fn client_error(&self, e: EngineError) -> EngineError {
+        e.redact(&self.inner.redaction)
+    }
+}
+
+/// Replacements that take locations out of caller-facing texts: a product's location becomes
+/// relative (`part-0.parquet`), a bucket root `<bucket>/`, the spill directory `<spill_dir>/`.
+fn redaction_rules(mesh: &Mesh, spill_dir: Option<&std::path::Path>) -> Vec<(String, String)> {
+    fn forms(url: &url::Url) -> Vec<String> {
+        let mut out = vec![url.to_string()];
+        if let Ok(p) = url.to_file_path() {
+            out.push(p.display().to_string());
+        }
+        let path = url.path().to_string();
+        out.push(path.trim_start_matches('/').to_string());
+        out.push(path);
+        out
+    }
+    let mut rules: Vec<(String, String)> = Vec::new();
+    for d in &mesh.domains {
+        for p in &d.products {
+            if let Ok(url) = product_url(d, p) {
+                for f in forms(&url) {
+                    let dir = format!("{}/", f.trim_end_matches('/'));
+                    rules.push((dir, String::new()));
+                    rules.push((f.trim_end_matches('/').to_string(), "<location>".into()));
                 }
             }
-            other => other,
+        }
+        for f in forms(&d.config.bucket) {
+            rules.push((
+                format!("{}/", f.trim_end_matches('/')),
+                "<bucket>/".to_string(),
+            ));
+            rules.push((f.trim_end_matches('/').to_string(), "<bucket>".into()));
+        }
+    }
+    if let Some(dir) = spill_dir {
+        let d = dir.display().to_string();
+        rules.push((
+            format!("{}/", d.trim_end_matches('/')),
+            "<spill_dir>/".into(),
+        ));
+        rules.push((d.trim_end_matches('/').to_string(), "<spill_dir>".into()));
+    }
+    // Longest first, so that a product's location wins over its bucket's root; nothing shorter
+    // than a few characters (a bucket at `/` would erase every slash).
+    rules.retain(|(from, _)| from.len() > 3);
+    rules.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+    rules.dedup_by(|a, b| a.0 == b.0);
+    rules
+}
+
+/// A logical plan that is dropped on a large stack: deep expression trees are dropped
+/// recursively.
+#[derive(Clone)]
+struct DeepPlan(Option<Arc<LogicalPlan>>);
+
+impl DeepPlan {
+    fn get(&self) -> &LogicalPlan {
+        // Always Some until dropped.
+        self.0.as_deref().unwrap_or(&EMPTY_PLAN)
+    }
+
+    fn arc(&self) -> Arc<LogicalPlan> {
+        self.0
+            .clone()
+            .unwrap_or_else(|| Arc::new(EMPTY_PLAN.clone()))
+    }
+}
+
+static EMPTY_PLAN: std::sync::LazyLock<LogicalPlan> = std::sync::LazyLock::new(|| {
+    LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(datafusion::common::DFSchema::empty()),
+    })
+});
+
+impl Drop for DeepPlan {
+    fn drop(&mut self) {
+        if let Some(plan) = self.0.take() {
+            if let Ok(plan) = Arc::try_unwrap(plan) {
+                on_big_stack(move || drop(plan));
+            }
         }
     }
 }
 
 /// A planned query: the logical plan and the schema its results will have for the client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PlannedQuery {
-    pub plan: LogicalPlan,
+    plan: DeepPlan,
     pub schema: SchemaRef,
     /// The SQL text, for the audit record.
     sql: Arc<str>,
 }
 
+impl std::fmt::Debug for PlannedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the plan: it may be deep, and it holds policy expressions.
+        f.debug_struct("PlannedQuery")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
 impl PlannedQuery {
+    /// The logical plan.
+    pub fn plan(&self) -> &LogicalPlan {
+        self.plan.get()
+    }
+
     /// The query's placeholders (`$1`, `$2`, ... in order) as a schema with one field per
     /// placeholder, named after it. A placeholder whose type cannot be inferred from its use is
     /// typed `Utf8`; values are cast to the inferred type when bound.
     pub fn parameter_schema(&self) -> Result<SchemaRef> {
         let fields = self
-            .plan
+            .plan()
             .get_parameter_fields()
             .map_err(EngineError::from_datafusion)?;
         let mut params: Vec<(String, Option<arrow::datatypes::FieldRef>)> =
@@ -244,14 +470,14 @@ impl PlannedQuery {
     pub fn bind(&self, values: Vec<datafusion::scalar::ScalarValue>) -> Result<PlannedQuery> {
         let expected = self.parameter_schema()?;
         if values.len() != expected.fields().len() {
-            return Err(EngineError::Plan(format!(
+            return Err(EngineError::plan(format!(
                 "the statement has {} parameter(s) but {} value(s) were bound",
                 expected.fields().len(),
                 values.len()
             )));
         }
         let types = self
-            .plan
+            .plan()
             .get_parameter_types()
             .map_err(EngineError::from_datafusion)?;
         let values = values
@@ -259,7 +485,7 @@ impl PlannedQuery {
             .zip(expected.fields())
             .map(|(v, f)| match types.get(f.name()).cloned().flatten() {
                 Some(dt) if v.data_type() != dt && !v.is_null() => v.cast_to(&dt).map_err(|e| {
-                    EngineError::Plan(format!(
+                    EngineError::plan(format!(
                         "parameter {} cannot be used as {dt}: {e}",
                         f.name()
                     ))
@@ -269,14 +495,11 @@ impl PlannedQuery {
                 _ => Ok(v),
             })
             .collect::<Result<Vec<_>>>()?;
-        let plan = self
-            .plan
-            .clone()
-            .with_param_values(values)
+        let plan = on_big_stack(|| self.plan().clone().with_param_values(values))
             .map_err(EngineError::from_datafusion)?;
         Ok(PlannedQuery {
             schema: Arc::clone(&self.schema),
-            plan,
+            plan: DeepPlan(Some(Arc::new(plan))),
             sql: Arc::clone(&self.sql),
         })
     }
@@ -341,7 +564,7 @@ impl QuerySession {
             .with_config(config.clone())
             .with_runtime_env(Arc::clone(&engine.inner.runtime))
             .with_default_features();
-        if let Some(hook) = &engine.inner.options.session_hook {
+        if let Some(hook) = &engine.inner.session_hook {
             builder = (hook.0)(builder);
         }
         let state = builder.build();
@@ -350,13 +573,14 @@ impl QuerySession {
             mesh.access(&principal, domain, product)
                 .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
         };
-        let audit_records = engine.inner.audit.visible_to(&principal);
-        let system = system_schema(
-            &mesh,
-            &engine.inner.runtime,
-            &visible_columns,
-            audit_records,
-        )?;
+        let system = system_schema(SystemContext {
+            mesh: &mesh,
+            runtime: &engine.inner.runtime,
+            visible_columns: &visible_columns,
+            audit: &engine.inner.audit,
+            principal: &principal,
+            redaction: &engine.inner.redaction,
+        })?;
         let reads = Arc::new(ReadLog::default());
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
@@ -383,6 +607,10 @@ impl QuerySession {
             reads,
             workers,
         })
+    }
+
+    fn is_admin(&self) -> bool {
+        self.principal.has_group(AUDIT_ADMIN_GROUP)
     }
 
     /// The products read so far by this session's queries, with Delta versions, columns and
@@ -469,30 +697,45 @@ impl QuerySession {
         Ok(out)
     }
 
-    /// Plans one SQL statement. Only queries (and EXPLAIN / SHOW of them) are accepted.
-    /// A refused statement leaves an audit record.
+    /// Plans one SQL statement. Only queries (and EXPLAIN / SHOW / DESCRIBE of them) are
+    /// accepted. A refused statement leaves an audit record.
     pub async fn plan_sql(&self, sql: &str) -> Result<PlannedQuery> {
         let start = Instant::now();
-        let planned: Result<PlannedQuery> = async {
-            let state = self.ctx.state();
-            let statement = crate::time_travel::parse(sql)?;
-            let plan = state
-                .statement_to_plan(statement)
-                .await
-                .map_err(|e| self.engine.attribute(e))?;
-            check_read_only(&plan)?;
-            let schema = output_schema(plan.schema().as_arrow());
-            Ok(PlannedQuery {
-                plan,
-                schema,
-                sql: Arc::from(sql),
-            })
+        let limits = &self.engine.inner.limits;
+        let planned = match crate::limits::check_sql_size(sql, limits.max_sql_bytes) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let ctx = self.ctx.clone();
+                let text: Arc<str> = Arc::from(sql);
+                let max_depth = limits.max_expr_depth;
+                let admin = self.is_admin();
+                let timeout = limits.statement_timeout;
+                self.engine
+                    .inner
+                    .queries
+                    .run("planning", async move {
+                        let work = plan_on_query_runtime(ctx, text, max_depth, admin);
+                        match tokio::time::timeout(timeout, work).await {
+                            Ok(planned) => planned,
+                            Err(_) => Err(statement_timeout(timeout)),
+                        }
+                    })
+                    .await
+            }
         }
-        .await;
+        .map_err(|e| self.engine.client_error(e));
         if let Err(e) = &planned {
-            self.engine.inner.audit.record(
+            let oversized = matches!(
+                e,
+                EngineError::LimitExceeded {
+                    limit: "max_sql_bytes",
+                    ..
+                }
+            );
+            self.engine.inner.audit.record_sql_cut(
                 &self.principal,
                 sql,
+                oversized.then_some(1024),
                 self.reads.snapshot(),
                 self.workers.snapshot(),
                 0,
@@ -505,15 +748,31 @@ impl QuerySession {
         planned
     }
 
-    /// Executes a planned query, streaming batches as DataFusion produces them. The audit record
-    /// is written when the stream ends, fails or is dropped (cancelled).
+    /// A DataFusion state for one query: the session's, with a memory pool of
+    /// `query_memory_limit` over the shared one (same object stores, disk manager, caches).
+    fn query_state(&self) -> SessionState {
+        let inner = &self.engine.inner;
+        let mut runtime = (*inner.runtime).clone();
+        runtime.memory_pool = Arc::new(QueryPool::new(
+            Arc::clone(&inner.runtime.memory_pool),
+            usize::try_from(inner.limits.query_memory_limit).unwrap_or(usize::MAX),
+        ));
+        SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(Arc::new(runtime))
+            .build()
+    }
+
+    /// Executes a planned query, streaming batches as DataFusion produces them. Waits for
+    /// admission first (at most `queue_timeout`); the stream holds the admission permit until
+    /// it ends or is dropped, and fails when `statement_timeout` passes. The audit record is
+    /// written when the stream ends, fails or is dropped (cancelled).
     pub async fn execute(&self, query: PlannedQuery) -> Result<BatchStream> {
         let start = Instant::now();
-        let PlannedQuery { plan, schema, sql } = query;
+        let inner = &self.engine.inner;
         let audit = AuditGuard {
-            log: Arc::clone(&self.engine.inner.audit),
+            log: Arc::clone(&inner.audit),
             principal: self.principal.clone(),
-            sql,
+            sql: Arc::clone(&query.sql),
             reads: Arc::clone(&self.reads),
             workers: Arc::clone(&self.workers),
             start,
@@ -521,33 +780,72 @@ impl QuerySession {
             bytes: 0,
             done: false,
         };
-        let stream = async {
-            let df = self
-                .ctx
-                .execute_logical_plan(plan)
-                .await
-                .map_err(|e| self.engine.attribute(e))?;
-            df.execute_stream()
-                .await
-                .map_err(|e| self.engine.attribute(e))
-        }
-        .await;
-        let stream = match stream {
-            Ok(s) => s,
+        let permit = match inner.admission.admit(&self.principal.user).await {
+            Ok(p) => p,
             Err(e) => {
                 audit.finish("error", Some(e.to_string()));
                 return Err(e);
             }
         };
-        let engine = self.engine.clone();
+        let timeout = inner.limits.statement_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let plan = query.plan.arc();
+        let schema = Arc::clone(&query.schema);
+        drop(query);
+        let explain = matches!(*plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+        let state = self.query_state();
+        let started = inner
+            .queries
+            .run("execution", async move {
+                let start = async {
+                    let physical = state
+                        .create_physical_plan(&plan)
+                        .await
+                        .map_err(EngineError::from_datafusion)?;
+                    drop(plan);
+                    datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+                        .map_err(EngineError::from_datafusion)
+                };
+                match tokio::time::timeout_at(deadline, start).await {
+                    Ok(stream) => stream,
+                    Err(_) => Err(statement_timeout(timeout)),
+                }
+            })
+            .await;
+        let stream = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let e = self.engine.client_error(e);
+                audit.finish("error", Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        let out_schema = Arc::clone(&schema);
         let batches = stream.map(move |r| match r {
-            Ok(batch) => to_output_batch(&batch, &schema)
-                .map_err(|e| EngineError::Internal(format!("converting a result batch: {e}"))),
-            Err(e) => Err(engine.attribute(e)),
+            Ok(batch) => to_output_batch(&batch, &out_schema).map_err(|e| EngineError::Bug {
+                context: "converting a result batch".to_string(),
+                source: Box::new(e),
+            }),
+            Err(e) => Err(EngineError::from_datafusion(e)),
         });
-        Ok(Box::pin(AuditedStream {
-            inner: Box::pin(batches),
+        let forwarded = match inner
+            .queries
+            .forward(batches, deadline, move || statement_timeout(timeout))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                audit.finish("error", Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        // EXPLAIN shows file paths: non-admins see only their last segment.
+        let shorten_output = explain && !self.is_admin();
+        Ok(Box::pin(QueryStream {
+            inner: forwarded,
             audit,
+            permit: Some(permit),
+            redaction: Arc::clone(&inner.redaction),
+            shorten_output,
         }))
     }
 
@@ -556,11 +854,19 @@ impl QuerySession {
         &self,
         query: &PlannedQuery,
     ) -> Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-        self.ctx
-            .state()
-            .create_physical_plan(&query.plan)
+        let plan = query.plan.arc();
+        let state = self.ctx.state();
+        self.engine
+            .inner
+            .queries
+            .run("planning", async move {
+                state
+                    .create_physical_plan(&plan)
+                    .await
+                    .map_err(EngineError::from_datafusion)
+            })
             .await
-            .map_err(|e| self.engine.attribute(e))
+            .map_err(|e| self.engine.client_error(e))
     }
 
     /// Plans and executes one SQL statement.
@@ -571,27 +877,38 @@ impl QuerySession {
     }
 }
 
-/// Rejects everything but queries: DDL, DML, COPY, SET and transaction statements.
-fn check_read_only(plan: &LogicalPlan) -> Result<()> {
-    let what = match plan {
-        LogicalPlan::Ddl(ddl) => Some(ddl.name().to_string()),
-        LogicalPlan::Dml(dml) => Some(format!("{} ({})", dml.op, dml.table_name)),
-        LogicalPlan::Copy(_) => Some("COPY".to_string()),
-        LogicalPlan::Statement(Statement::SetVariable(_)) => Some("SET".to_string()),
-        LogicalPlan::Statement(Statement::ResetVariable(_)) => Some("RESET".to_string()),
-        LogicalPlan::Statement(Statement::TransactionStart(_) | Statement::TransactionEnd(_)) => {
-            Some("transactions".to_string())
-        }
-        LogicalPlan::Statement(
-            Statement::Prepare(_) | Statement::Execute(_) | Statement::Deallocate(_),
-        ) => Some("SQL-level PREPARE/EXECUTE (use the client's prepared statements)".to_string()),
-        _ => None,
-    };
-    match what {
-        Some(w) => Err(EngineError::ReadOnly(format!(
-            "meshql is read-only: {w} is not allowed; only queries (SELECT, WITH, EXPLAIN, SHOW) are accepted"
-        ))),
-        None => Ok(()),
+/// Parses, checks and plans one statement (runs on the query runtime).
+async fn plan_on_query_runtime(
+    ctx: SessionContext,
+    sql: Arc<str>,
+    max_depth: usize,
+    admin: bool,
+) -> Result<PlannedQuery> {
+    let statement = crate::time_travel::parse_statement(&sql)?;
+    let mut statement = crate::limits::check_depth(statement, max_depth)?;
+    crate::read_only::check_statement(&statement)?;
+    crate::time_travel::rewrite(&mut statement)?;
+    let plan = ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(EngineError::from_datafusion)?;
+    crate::read_only::check_plan(&plan, admin)?;
+    let schema = output_schema(plan.schema().as_arrow());
+    Ok(PlannedQuery {
+        plan: DeepPlan(Some(Arc::new(plan))),
+        schema,
+        sql,
+    })
+}
+
+fn statement_timeout(timeout: std::time::Duration) -> EngineError {
+    EngineError::ResourcesExhausted {
+        message: format!(
+            "the statement ran longer than {} (statement_timeout)",
+            humantime::format_duration(timeout)
+        ),
+        source: None,
     }
 }
 
@@ -638,31 +955,106 @@ impl Drop for AuditGuard {
     }
 }
 
-struct AuditedStream {
-    inner: BatchStream,
+/// The result stream a caller gets: the query's batches, its audit record and its admission
+/// permit, released as soon as the stream ends.
+struct QueryStream {
+    inner: ForwardedStream,
     audit: AuditGuard,
+    permit: Option<Permit>,
+    redaction: Arc<Vec<(String, String)>>,
+    /// Shorten paths in the output (EXPLAIN for non-admins).
+    shorten_output: bool,
 }
 
-impl Stream for AuditedStream {
+impl Stream for QueryStream {
     type Item = Result<RecordBatch>;
 
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let polled = this.inner.as_mut().poll_next(cx);
+        let polled = match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(batch))) if this.shorten_output => {
+                Poll::Ready(Some(shorten_paths_in_batch(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.redact(&this.redaction)))),
+            other => other,
+        };
         match &polled {
-            std::task::Poll::Ready(Some(Ok(batch))) => {
+            Poll::Ready(Some(Ok(batch))) => {
                 this.audit.rows += batch.num_rows() as u64;
                 this.audit.bytes += batch.get_array_memory_size() as u64;
             }
-            std::task::Poll::Ready(Some(Err(e))) => this.audit.write("error", Some(e.to_string())),
-            std::task::Poll::Ready(None) => this.audit.write("ok", None),
-            std::task::Poll::Pending => {}
+            Poll::Ready(Some(Err(e))) => {
+                this.audit.write("error", Some(e.to_string()));
+                this.permit = None;
+            }
+            Poll::Ready(None) => {
+                this.audit.write("ok", None);
+                this.permit = None;
+            }
+            Poll::Pending => {}
         }
         polled
     }
+}
+
+/// Shortens every path in the string columns of a batch (EXPLAIN output for non-admins): a
+/// token with two or more `/` keeps only its last segment (`…/part-0.parquet`). Uniform on
+/// purpose: it does not depend on which paths are buckets, so a path the caller typed into a
+/// literal is shortened the same whether or not it is a product's location.
+fn shorten_paths_in_batch(batch: RecordBatch) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8 => match c.as_any().downcast_ref::<StringArray>() {
+                Some(s) => Arc::new(
+                    s.iter()
+                        .map(|v| v.map(shorten_paths))
+                        .collect::<StringArray>(),
+                ) as ArrayRef,
+                None => Arc::clone(c),
+            },
+            _ => Arc::clone(c),
+        })
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).map_err(|e| EngineError::Bug {
+        context: "shortening paths in EXPLAIN output".to_string(),
+        source: Box::new(e),
+    })
+}
+
+/// See [`shorten_paths_in_batch`].
+fn shorten_paths(text: &str) -> String {
+    const DELIMITERS: &[char] = &[
+        ' ', '\n', '\t', '[', ']', '{', '}', '(', ')', ',', '\'', '"', '=',
+    ];
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.matches('/').count() >= 2 {
+            let trimmed = token.trim_end_matches('/');
+            let last = trimmed.rsplit('/').next().unwrap_or("");
+            out.push('…');
+            out.push('/');
+            out.push_str(last);
+            if token.ends_with('/') {
+                out.push('/');
+            }
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for ch in text.chars() {
+        if DELIMITERS.contains(&ch) {
+            flush(&mut token, &mut out);
+            out.push(ch);
+        } else {
+            token.push(ch);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
 }
 
 /// A schema standing in for a system table when only its shape is needed.
@@ -671,5 +1063,25 @@ struct TableSchemaOnly(SchemaRef);
 impl TableSchemaOnly {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten_paths;
+
+    #[test]
+    fn paths_in_explain_output_are_shortened_uniformly() {
+        assert_eq!(
+            shorten_paths(
+                "file_groups={1 group: [[tmp/m/buckets/c/c-000.parquet, a/b/x.parquet]]}"
+            ),
+            "file_groups={1 group: [[…/c-000.parquet, …/x.parquet]]}"
+        );
+        assert_eq!(
+            shorten_paths("Utf8(\"/srv/mesh/buckets/\")"),
+            "Utf8(\"…/buckets/\")"
+        );
+        assert_eq!(shorten_paths("a / b, x/y"), "a / b, x/y");
     }
 }

@@ -1,6 +1,12 @@
 //! The `meshql` system schema: the catalog itself as tables (`domains`, `products`,
 //! `columns`, `audit`), built from the manifests for the calling principal.
 //!
+//! Everything is filtered to what the caller may see: products and columns it cannot see are
+//! absent (`columns.ordinal` and `products.columns` number and count only visible columns),
+//! and only members of group `admin` see bucket URLs (`domains.bucket` is NULL for others).
+//! `meshql.audit` reads the engine's in-memory audit ring when it is scanned; nothing is
+//! copied into the session.
+//!
 //! `meshql.products` also shows each product's freshness: its current Delta version (or Parquet
 //! file count), when its data last changed, its contract's freshness SLA and whether the SLA is
 //! met now. Only querying that table reads storage (listing files, the Delta log); listing
@@ -24,8 +30,9 @@ use futures::StreamExt;
 use meshql_catalog::{Format, Mesh};
 use object_store::ObjectStoreExt;
 
-use crate::audit::AuditRecord;
-use crate::error::{EngineError, Result};
+use crate::audit::{AuditLog, AUDIT_ADMIN_GROUP};
+use crate::error::{redact_text, EngineError, Result};
+use meshql_catalog::Principal;
 
 /// Name of the system schema.
 pub const SYSTEM_SCHEMA: &str = "meshql";
@@ -48,19 +55,39 @@ fn s(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
-/// Builds the system schema for `mesh`, listing the products and columns `visible_columns`
-/// returns (None: the product is invisible; Some(columns): its visible columns).
-pub(crate) fn system_schema(
-    mesh: &Arc<Mesh>,
-    runtime: &Arc<RuntimeEnv>,
-    visible_columns: &dyn Fn(&str, &str) -> Option<Vec<String>>,
-    audit: Vec<AuditRecord>,
-) -> Result<Arc<SystemSchema>> {
+/// What the system schema of one session is built from.
+pub(crate) struct SystemContext<'a> {
+    pub(crate) mesh: &'a Arc<Mesh>,
+    pub(crate) runtime: &'a Arc<RuntimeEnv>,
+    /// None: the product is invisible; Some(columns): its visible columns.
+    pub(crate) visible_columns: &'a dyn Fn(&str, &str) -> Option<Vec<String>>,
+    pub(crate) audit: &'a Arc<AuditLog>,
+    pub(crate) principal: &'a Principal,
+    /// Replacements that take bucket roots and local paths out of texts shown to non-admins.
+    pub(crate) redaction: &'a Arc<Vec<(String, String)>>,
+}
+
+/// Builds the system schema for one principal.
+pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> {
+    let SystemContext {
+        mesh,
+        runtime,
+        visible_columns,
+        audit,
+        principal,
+        redaction,
+    } = cx;
+    let admin = principal.has_group(AUDIT_ADMIN_GROUP);
     let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
     let mut schema = SystemSchema {
         tables: BTreeMap::new(),
         mesh: Arc::clone(mesh),
         runtime: Arc::clone(runtime),
+        audit: Arc::new(AuditTable {
+            log: Arc::clone(audit),
+            principal: principal.clone(),
+        }),
+        redaction: Arc::clone(redaction),
     };
     let domains: Vec<_> = mesh
         .domains
@@ -76,14 +103,19 @@ pub(crate) fn system_schema(
             s("name", false),
             s("description", false),
             s("owner", false),
-            s("bucket", false),
+            s("bucket", true),
             Field::new("products", DataType::Int32, false),
         ],
         vec![
             strings(domains.iter().map(|d| Some(d.name()))),
             strings(domains.iter().map(|d| Some(d.config.description.as_str()))),
             strings(domains.iter().map(|d| Some(d.config.owner.as_str()))),
-            strings(domains.iter().map(|d| Some(d.config.bucket.as_str()))),
+            // Bucket URLs (and local paths) are for admins only.
+            strings(
+                domains
+                    .iter()
+                    .map(|d| admin.then_some(d.config.bucket.as_str())),
+            ),
             Arc::new(Int32Array::from_iter_values(domains.iter().map(|d| {
                 d.products
                     .iter()
@@ -128,20 +160,29 @@ pub(crate) fn system_schema(
                     .map(|p| p.manifest.sla.freshness.as_ref().map(|(t, _)| t.as_str())),
             ),
             strings(tags.iter().map(|t| Some(t.as_str()))),
-            Arc::new(Int32Array::from_iter_values(
-                products.iter().map(|p| p.manifest.columns.len() as i32),
-            )),
+            Arc::new(Int32Array::from_iter_values(products.iter().map(|p| {
+                visible_columns(&p.manifest.domain, &p.manifest.name)
+                    .map(|shown| {
+                        p.manifest
+                            .columns
+                            .iter()
+                            .filter(|c| shown.contains(&c.name))
+                            .count()
+                    })
+                    .unwrap_or(0) as i32
+            }))),
         ],
     )?;
     let cols: Vec<_> = products
         .iter()
         .flat_map(|p| {
             let shown = visible_columns(&p.manifest.domain, &p.manifest.name).unwrap_or_default();
+            // Ordinals number the visible columns only: a gap would reveal a hidden one.
             p.manifest
                 .columns
                 .iter()
+                .filter(move |c| shown.contains(&c.name))
                 .enumerate()
-                .filter(move |(_, c)| shown.contains(&c.name))
                 .map(move |(i, c)| (*p, i, c))
         })
         .collect();
@@ -179,24 +220,60 @@ pub(crate) fn system_schema(
             )),
         ],
     )?;
-    let products_json: Vec<String> = audit
-        .iter()
-        .map(|r| serde_json::to_string(&r.products).unwrap_or_default())
-        .collect();
-    let audit_table = table(
-        vec![
-            s("time", false),
-            s("user", false),
-            s("sql", true),
-            s("sql_sha256", false),
-            s("products", false),
-            Field::new("rows", DataType::Int64, false),
-            Field::new("bytes", DataType::Int64, false),
-            Field::new("duration_ms", DataType::Int64, false),
-            s("outcome", false),
-            s("error", true),
-        ],
-        vec![
+    for (name, t) in [
+        ("domains", domains_table),
+        ("products", products_table),
+        ("columns", columns_table),
+    ] {
+        schema.tables.insert(name.to_string(), t);
+    }
+    Ok(Arc::new(schema))
+}
+
+/// How long one product's freshness check may take before it is reported unavailable.
+const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The system schema of one session.
+#[derive(Debug)]
+pub(crate) struct SystemSchema {
+    tables: BTreeMap<String, Arc<MemTable>>,
+    mesh: Arc<Mesh>,
+    runtime: Arc<RuntimeEnv>,
+    audit: Arc<AuditTable>,
+    redaction: Arc<Vec<(String, String)>>,
+}
+
+/// `meshql.audit`: the records of the engine's audit ring this principal may see, read when
+/// the table is scanned.
+#[derive(Debug)]
+pub(crate) struct AuditTable {
+    log: Arc<AuditLog>,
+    principal: Principal,
+}
+
+fn audit_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        s("time", false),
+        s("user", false),
+        s("sql", true),
+        s("sql_sha256", false),
+        s("products", false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("duration_ms", DataType::Int64, false),
+        s("outcome", false),
+        s("error", true),
+    ]))
+}
+
+impl AuditTable {
+    fn batch(&self) -> Result<RecordBatch> {
+        let audit = self.log.visible_to(&self.principal);
+        let products_json: Vec<String> = audit
+            .iter()
+            .map(|r| serde_json::to_string(&r.products).unwrap_or_default())
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
             strings(audit.iter().map(|r| Some(r.time.as_str()))),
             strings(audit.iter().map(|r| Some(r.user.as_str()))),
             strings(audit.iter().map(|r| r.sql.as_deref())),
@@ -213,28 +290,36 @@ pub(crate) fn system_schema(
             )),
             strings(audit.iter().map(|r| Some(r.outcome))),
             strings(audit.iter().map(|r| r.error.as_deref())),
-        ],
-    )?;
-    for (name, t) in [
-        ("domains", domains_table),
-        ("products", products_table),
-        ("columns", columns_table),
-        ("audit", audit_table),
-    ] {
-        schema.tables.insert(name.to_string(), t);
+        ];
+        RecordBatch::try_new(audit_schema(), columns).map_err(|e| EngineError::Bug {
+            context: "building meshql.audit".to_string(),
+            source: Box::new(e),
+        })
     }
-    Ok(Arc::new(schema))
 }
 
-/// How long one product's freshness check may take before it is reported unavailable.
-const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(10);
+#[async_trait]
+impl TableProvider for AuditTable {
+    fn schema(&self) -> SchemaRef {
+        audit_schema()
+    }
 
-/// The system schema of one session.
-#[derive(Debug)]
-pub(crate) struct SystemSchema {
-    tables: BTreeMap<String, Arc<MemTable>>,
-    mesh: Arc<Mesh>,
-    runtime: Arc<RuntimeEnv>,
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let batch = self.batch()?;
+        MemTable::try_new(audit_schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
 }
 
 fn freshness_fields() -> Vec<Field> {
@@ -254,6 +339,9 @@ fn freshness_fields() -> Vec<Field> {
 impl SystemSchema {
     /// The schema of a system table, without reading anything.
     pub(crate) fn schema_of(&self, name: &str) -> Option<SchemaRef> {
+        if name == "audit" {
+            return Some(audit_schema());
+        }
         let t = self.tables.get(name)?;
         if name == "products" {
             let mut fields: Vec<Field> = t
@@ -329,7 +417,11 @@ impl SystemSchema {
             .with_timezone("UTC"),
         ));
         columns.push(Arc::new(BooleanArray::from(sla_met)));
-        columns.push(strings(fresh.iter().map(|f| Some(f.status.as_str()))));
+        let status: Vec<String> = fresh
+            .iter()
+            .map(|f| redact_text(f.status.clone(), &self.redaction))
+            .collect();
+        columns.push(strings(status.iter().map(|f| Some(f.as_str()))));
         let schema = self
             .schema_of("products")
             .ok_or_else(|| EngineError::Internal("no products schema".into()))?;
@@ -348,7 +440,7 @@ impl SystemSchema {
         };
         match p.manifest.format {
             Format::Delta => match crate::product::open_delta(&self.runtime, &url, None).await {
-                Err(e) => Freshness::unavailable(e),
+                Err(e) => Freshness::unavailable(e.message),
                 Ok(table) => {
                     let files = table.get_file_uris().map(|f| f.count() as i64).ok();
                     let last = match table.history(Some(1)).next().await {
@@ -375,13 +467,19 @@ impl SystemSchema {
                     Ok(p) => p,
                     Err(e) => return Freshness::unavailable(e.to_string()),
                 };
-                if let Ok(meta) = store.head(&path).await {
-                    return Freshness {
-                        version: None,
-                        files: Some(1),
-                        last_modified_us: Some(meta.last_modified.timestamp_micros()),
-                        status: "ok".into(),
-                    };
+                // One file, or (NotFound) a directory of files; any other answer (a refusal, a
+                // timeout) is the storage's problem, not "no files".
+                match store.head(&path).await {
+                    Ok(meta) => {
+                        return Freshness {
+                            version: None,
+                            files: Some(1),
+                            last_modified_us: Some(meta.last_modified.timestamp_micros()),
+                            status: "ok".into(),
+                        }
+                    }
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Freshness::unavailable(e.to_string()),
                 }
                 let mut files = 0i64;
                 let mut last: Option<i64> = None;
@@ -398,7 +496,9 @@ impl SystemSchema {
                     }
                 }
                 if files == 0 {
-                    return Freshness::unavailable(format!("no Parquet files at {url}"));
+                    return Freshness::unavailable(
+                        "no Parquet files at the product's location".to_string(),
+                    );
                 }
                 Freshness {
                     version: None,
@@ -433,7 +533,10 @@ impl Freshness {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.keys().cloned().collect()
+        let mut names: Vec<String> = self.tables.keys().cloned().collect();
+        names.push("audit".to_string());
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
@@ -441,6 +544,9 @@ impl SchemaProvider for SystemSchema {
             return Ok(Some(
                 self.products_with_freshness().await? as Arc<dyn TableProvider>,
             ));
+        }
+        if name == "audit" {
+            return Ok(Some(Arc::clone(&self.audit) as Arc<dyn TableProvider>));
         }
         Ok(self
             .tables
@@ -458,6 +564,6 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name)
+        name == "audit" || self.tables.contains_key(name)
     }
 }

@@ -42,7 +42,15 @@ pub(crate) fn split_versioned(name: &str) -> (&str, Option<AsOf>) {
 }
 
 /// Parses one SQL statement with [`MeshDialect`] and rewrites time-travel references.
+#[cfg(test)]
 pub(crate) fn parse(sql: &str) -> Result<DFStatement> {
+    let mut statement = parse_statement(sql)?;
+    rewrite(&mut statement)?;
+    Ok(statement)
+}
+
+/// Parses one SQL statement with [`MeshDialect`], without rewriting it.
+pub(crate) fn parse_statement(sql: &str) -> Result<DFStatement> {
     let dialect = MeshDialect(GenericDialect {});
     let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
@@ -50,22 +58,21 @@ pub(crate) fn parse(sql: &str) -> Result<DFStatement> {
         .and_then(|mut p| p.parse_statements())
         .map_err(EngineError::from_datafusion)?;
     if statements.len() != 1 {
-        return Err(EngineError::Plan(format!(
+        return Err(EngineError::plan(format!(
             "expected exactly one SQL statement, found {}",
             statements.len()
         )));
     }
-    let mut statement = statements
+    statements
         .pop_front()
-        .ok_or_else(|| EngineError::Plan("empty SQL".to_string()))?;
-    rewrite(&mut statement)?;
-    Ok(statement)
+        .ok_or_else(|| EngineError::plan("empty SQL"))
 }
 
-fn rewrite(statement: &mut DFStatement) -> Result<()> {
+/// Rewrites time-travel references (`VERSION AS OF`, `TIMESTAMP AS OF`) to internal names.
+pub(crate) fn rewrite(statement: &mut DFStatement) -> Result<()> {
     match statement {
         DFStatement::Statement(s) => match s.visit(&mut Rewriter) {
-            ControlFlow::Break(message) => Err(EngineError::Plan(message)),
+            ControlFlow::Break(message) => Err(EngineError::plan(message)),
             ControlFlow::Continue(()) => Ok(()),
         },
         DFStatement::Explain(explain) => rewrite(&mut explain.statement),

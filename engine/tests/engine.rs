@@ -238,7 +238,7 @@ async fn read_only_surface() {
     ] {
         let err = query(&engine, sql).await.unwrap_err();
         assert!(
-            matches!(err, EngineError::ReadOnly(_) | EngineError::Plan(_)),
+            matches!(err, EngineError::ReadOnly(_) | EngineError::Plan { .. }),
             "{sql}: {err:?}"
         );
     }
@@ -246,7 +246,7 @@ async fn read_only_surface() {
     let err = query(&engine, "SELECT * FROM '/etc/passwd'")
         .await
         .unwrap_err();
-    assert!(matches!(err, EngineError::Plan(_)), "{err:?}");
+    assert!(matches!(err, EngineError::Plan { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -883,6 +883,7 @@ async fn every_query_leaves_an_audit_record() {
         use futures::StreamExt;
         stream.next().await.unwrap().unwrap();
     }
+    engine.flush_audit();
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit_file)
         .unwrap()
         .lines()
@@ -1183,4 +1184,751 @@ fn set_refresh_interval(config: &str, interval: &str) -> String {
         "dir = \"catalog\"\n",
         &format!("dir = \"catalog\"\nrefresh_interval = \"{interval}\"\n"),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening (issue 9): read-only by construction, limits, memory, audit, leaks, error causes.
+
+const PRINCIPALS: [&str; 5] = [
+    "admin",
+    "sales_analyst",
+    "eu_analyst",
+    "shipping_ds",
+    "guest",
+];
+
+/// Every file under `root` with its size (the audit file's size excluded: refused attempts are
+/// audited, which is the one write that must happen).
+fn listing(root: &Path) -> std::collections::BTreeMap<PathBuf, Option<u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                out.insert(path.clone(), None);
+                stack.push(path);
+            } else {
+                let size = (path.file_name() != Some("audit.jsonl".as_ref())).then_some(meta.len());
+                out.insert(path, size);
+            }
+        }
+    }
+    out
+}
+
+/// Statements of every kind DataFusion parses that are not queries; `{dir}` is a writable
+/// directory inside the mesh, `{tmp}` one outside it.
+fn writing_statements(mesh: &Path, tmp: &Path) -> Vec<String> {
+    let bucket = mesh.join("buckets/sales/orders");
+    let audit = mesh.join("audit/audit.jsonl");
+    let b = bucket.display();
+    let t = tmp.display();
+    let a = audit.display();
+    vec![
+        format!("COPY (SELECT 'x' AS a) TO '{t}/x.csv'"),
+        format!("COPY (SELECT 'x' AS a) TO '{t}/x.json' STORED AS JSON"),
+        format!("COPY (SELECT 1 AS order_id) TO '{b}/forged.parquet' STORED AS PARQUET"),
+        format!("COPY (SELECT 'x' AS a) TO '{a}' STORED AS CSV"),
+        format!("COPY (SELECT 1 AS a) TO '{t}/part' STORED AS PARQUET PARTITIONED BY (a)"),
+        format!("COPY sales.orders TO '{t}/orders.parquet'"),
+        format!("CREATE EXTERNAL TABLE ext STORED AS CSV LOCATION '{t}/ext.csv'"),
+        format!("CREATE EXTERNAL TABLE ext (a INT) STORED AS PARQUET LOCATION '{b}/'"),
+        "CREATE TABLE t (a INT)".into(),
+        "CREATE TABLE t AS SELECT 1 AS a".into(),
+        "CREATE OR REPLACE TABLE t AS SELECT 1 AS a".into(),
+        "CREATE VIEW v AS SELECT 1 AS a".into(),
+        "CREATE SCHEMA s".into(),
+        "CREATE DATABASE d".into(),
+        "CREATE FUNCTION f(a INT) RETURNS INT RETURN a + 1".into(),
+        "CREATE INDEX i ON sales.orders (order_id)".into(),
+        "DROP TABLE sales.orders".into(),
+        "DROP VIEW v".into(),
+        "DROP SCHEMA sales".into(),
+        "DROP FUNCTION f".into(),
+        "INSERT INTO sales.orders SELECT * FROM sales.orders".into(),
+        "INSERT INTO sales.orders VALUES (1, 1, now(), 'x', 1.0, 'EU')".into(),
+        "INSERT OVERWRITE sales.orders SELECT * FROM sales.orders".into(),
+        "UPDATE sales.orders SET status = 'x'".into(),
+        "DELETE FROM sales.orders".into(),
+        "TRUNCATE TABLE sales.orders".into(),
+        "MERGE INTO sales.orders t USING sales.orders s ON t.order_id = s.order_id WHEN MATCHED THEN DELETE".into(),
+        "ALTER TABLE sales.orders ADD COLUMN x INT".into(),
+        "SET datafusion.execution.batch_size = 1".into(),
+        "SET TIME ZONE 'UTC'".into(),
+        "RESET datafusion.execution.batch_size".into(),
+        "PREPARE p AS SELECT 1".into(),
+        "EXECUTE p".into(),
+        "DEALLOCATE p".into(),
+        "BEGIN".into(),
+        "START TRANSACTION".into(),
+        "COMMIT".into(),
+        "ROLLBACK".into(),
+        "SAVEPOINT s".into(),
+        "GRANT SELECT ON sales.orders TO guest".into(),
+        "ANALYZE TABLE sales.orders COMPUTE STATISTICS".into(),
+        "VACUUM sales.orders".into(),
+        format!("LOAD DATA INPATH '{t}/x' INTO TABLE t"),
+        "CALL f()".into(),
+        "SELECT 1 AS a INTO newtable".into(),
+        "WITH w AS (INSERT INTO sales.orders SELECT * FROM sales.orders) SELECT 1".into(),
+        format!("SELECT * FROM '{b}/'"),
+        format!("SELECT * FROM 'file://{b}/'"),
+        "SELECT * FROM '/etc/passwd'".into(),
+        format!("SELECT * FROM read_parquet('{b}/')"),
+        format!("SELECT * FROM parquet_scan('{b}/')"),
+    ]
+}
+
+/// The EXPLAIN forms DataFusion accepts.
+const EXPLAIN_FORMS: [&str; 11] = [
+    "",
+    "EXPLAIN ",
+    "EXPLAIN ANALYZE ",
+    "EXPLAIN VERBOSE ",
+    "EXPLAIN ANALYZE VERBOSE ",
+    "EXPLAIN (ANALYZE) ",
+    "EXPLAIN (ANALYZE, VERBOSE) ",
+    "EXPLAIN FORMAT TREE ",
+    "EXPLAIN FORMAT INDENT ",
+    "EXPLAIN (FORMAT PGJSON) ",
+    "EXPLAIN FORMAT GRAPHVIZ ",
+];
+
+#[tokio::test]
+async fn nothing_is_written_by_any_statement_under_any_explain_as_any_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mesh_before = listing(dir.path());
+    let tmp_before = listing(tmp.path());
+    let sys_tmp_before = listing(&std::env::temp_dir());
+    let mut refused = 0;
+    for stmt in writing_statements(dir.path(), tmp.path()) {
+        for form in EXPLAIN_FORMS {
+            let sql = format!("{form}{stmt}");
+            for user in PRINCIPALS {
+                let err = match query_as(&engine, user, &sql).await {
+                    Ok(_) => panic!("{user}: `{sql}` was accepted"),
+                    Err(e) => e,
+                };
+                // Refused as not read-only, or (raw paths, unknown functions, forms the parser
+                // does not take) as a plan error; never anything that ran.
+                assert!(
+                    matches!(err, EngineError::ReadOnly(_) | EngineError::Plan { .. }),
+                    "{user}: `{sql}`: {err:?}"
+                );
+                if matches!(err, EngineError::ReadOnly(_)) {
+                    refused += 1;
+                }
+            }
+        }
+    }
+    // Every statement kind is refused by the allow-list itself, bare and under EXPLAIN.
+    for stmt in [
+        "COPY (SELECT 1) TO '/tmp/x.csv'",
+        "CREATE TABLE t (a INT)",
+        "SET x = 1",
+    ] {
+        for form in ["", "EXPLAIN ", "EXPLAIN ANALYZE ", "EXPLAIN (ANALYZE) "] {
+            let err = query_as(&engine, "guest", &format!("{form}{stmt}"))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, EngineError::ReadOnly(_)),
+                "{form}{stmt}: {err:?}"
+            );
+            assert!(err.to_string().contains("read-only"), "{err}");
+        }
+    }
+    assert!(refused > 1000, "{refused} refusals");
+    assert_eq!(listing(dir.path()), mesh_before, "the mesh changed");
+    assert_eq!(listing(tmp.path()), tmp_before, "the temp dir changed");
+    let sys_tmp_after = listing(&std::env::temp_dir());
+    let new: Vec<_> = sys_tmp_after
+        .keys()
+        .filter(|k| !sys_tmp_before.contains_key(*k))
+        .filter(|k| k.to_string_lossy().contains("x.csv") || k.to_string_lossy().contains("x.json"))
+        .collect();
+    assert!(new.is_empty(), "{new:?}");
+    // Read-only statements still work under every EXPLAIN form.
+    for form in EXPLAIN_FORMS {
+        query_as(
+            &engine,
+            "sales_analyst",
+            &format!("{form}SELECT count(*) FROM sales.orders"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{form}: {e}"));
+    }
+    for sql in [
+        "SHOW TABLES",
+        "SHOW COLUMNS FROM sales.orders",
+        "DESCRIBE sales.orders",
+        "WITH x AS (SELECT 1 AS a) SELECT * FROM x",
+        "VALUES (1), (2)",
+        "SELECT * FROM range(3)",
+        "SELECT * FROM sales.orders WHERE order_id IN (SELECT order_id FROM sales.order_items)",
+    ] {
+        query_as(&engine, "sales_analyst", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // Engine settings (they include local paths) are for admins only.
+    let err = query_as(&engine, "sales_analyst", "SHOW ALL")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::AccessDenied { .. }), "{err:?}");
+    query_as(&engine, "admin", "SHOW ALL").await.unwrap();
+}
+
+/// Limits with small values so that tests hit them quickly.
+fn small_limits() -> meshql_engine::Limits {
+    meshql_engine::Limits {
+        max_expr_depth: 200,
+        max_sql_bytes: 64 * 1024,
+        ..Default::default()
+    }
+}
+
+async fn engine_with(dir: &Path, limits: meshql_engine::Limits) -> MeshEngine {
+    let config = demo_mesh(dir).await;
+    MeshEngine::try_new_with_limits(Mesh::load(&config).unwrap(), limits).unwrap()
+}
+
+fn chain(n: usize, term: &str, op: &str) -> String {
+    vec![term; n].join(op)
+}
+
+/// Nesting of every kind, `n` levels deep.
+fn deep_statements(n: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("+", format!("SELECT {}", chain(n, "1", "+"))),
+        ("AND", format!("SELECT {}", chain(n, "true", " AND "))),
+        ("OR", format!("SELECT {}", chain(n, "false", " OR "))),
+        ("||", format!("SELECT {}", chain(n, "'a'", " || "))),
+        (
+            "CASE",
+            format!(
+                "SELECT {} 1 {}",
+                "CASE WHEN true THEN ".repeat(n),
+                " END".repeat(n)
+            ),
+        ),
+        (
+            "subquery",
+            format!("SELECT {} 1 {}", "(SELECT ".repeat(n), ")".repeat(n)),
+        ),
+        (
+            "function",
+            format!("SELECT {}1{}", "abs(".repeat(n), ")".repeat(n)),
+        ),
+        (
+            "parentheses",
+            format!("SELECT {}1{}", "(".repeat(n), ")".repeat(n)),
+        ),
+        ("UNION ALL", chain(n, "SELECT 1", " UNION ALL ")),
+        (
+            "IS NULL",
+            format!("SELECT 1{}", " IS NOT NULL = true".repeat(n)),
+        ),
+        ("cast", format!("SELECT 1{}", "::bigint".repeat(n))),
+    ]
+}
+
+#[tokio::test]
+async fn no_input_stops_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), small_limits()).await;
+    // Far over the limits: refused with a clear error naming the limit.
+    for (kind, sql) in deep_statements(3000) {
+        let err = query_as(&engine, "guest", &sql).await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                EngineError::LimitExceeded {
+                    limit: "max_expr_depth" | "sql_parser.recursion_limit" | "max_sql_bytes",
+                    ..
+                }
+            ),
+            "{kind}: {err:?}"
+        );
+    }
+    // Just under the limit (and the parser's own nesting limit), each kind runs.
+    for (kind, sql) in deep_statements(15) {
+        let b = query_as(&engine, "guest", &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert!(!b.is_empty(), "{kind}");
+    }
+    let sql = format!("SELECT {}", chain(150, "1", "+"));
+    assert_eq!(
+        single_i64(&query_as(&engine, "guest", &sql).await.unwrap()),
+        150
+    );
+    // Over max_sql_bytes: refused before parsing, and audited without the whole text.
+    let big = format!("SELECT '{}'", "x".repeat(100 * 1024));
+    let err = query_as(&engine, "guest", &big).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            EngineError::LimitExceeded {
+                limit: "max_sql_bytes",
+                ..
+            }
+        ) && err.to_string().contains("max_sql_bytes"),
+        "{err:?}"
+    );
+    // A million-level chain (far deeper than any stack) is refused without overflowing.
+    let mut limits = small_limits();
+    limits.max_sql_bytes = 4 * 1024 * 1024;
+    let dir2 = tempfile::tempdir().unwrap();
+    let engine2 = engine_with(dir2.path(), limits).await;
+    let huge = format!("SELECT 1{}", "+1".repeat(1_000_000));
+    let err = query_as(&engine2, "guest", &huge).await.unwrap_err();
+    assert!(matches!(err, EngineError::LimitExceeded { .. }), "{err:?}");
+    // The engine still answers.
+    assert_eq!(
+        single_i64(
+            &query_as(&engine, "admin", "SELECT count(*) FROM sales.orders")
+                .await
+                .unwrap()
+        ),
+        5000
+    );
+}
+
+#[tokio::test]
+async fn at_the_default_depth_limit_every_kind_plans_and_runs() {
+    // The default limit is what the query threads' stacks are sized for: each kind of nesting at
+    // the limit runs (in the debug build tests use), on a product under policies too.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let depth = engine.limits().max_expr_depth;
+    let n = depth - 10;
+    let chains = [
+        format!(
+            "SELECT count(*) FROM customers.customers WHERE ({}) IS NOT NULL",
+            chain(n, "customer_id", "+")
+        ),
+        format!(
+            "SELECT count(*) FROM customers.customers WHERE {}",
+            chain(n / 2, "customer_id > 0", " AND ")
+        ),
+        format!(
+            "SELECT count(*) FROM customers.customers WHERE {}",
+            chain(n / 2, "customer_id < 0", " OR ")
+        ),
+        format!(
+            "SELECT count(*) FROM customers.customers WHERE ({}) IS NOT NULL",
+            chain(n, "email", " || ")
+        ),
+    ];
+    for sql in chains {
+        query_as(&engine, "eu_analyst", &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", &sql[..80]));
+    }
+    let union = chain(n / 4, "SELECT 1 AS a", " UNION ALL ");
+    let b = query_as(&engine, "guest", &union).await.unwrap();
+    assert_eq!(b.iter().map(|b| b.num_rows()).sum::<usize>(), n / 4);
+}
+
+#[tokio::test]
+async fn admission_queues_then_refuses_naming_the_limit_and_frees_slots_with_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = meshql_engine::Limits {
+        max_concurrent_queries: 2,
+        max_queries_per_user: 1,
+        queue_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let engine = engine_with(dir.path(), limits).await;
+    let long = "SELECT * FROM generate_series(1, 100000000)";
+    let ann = engine.session(principal(&engine, "sales_analyst")).unwrap();
+    // Streams hold their slot until they end or are dropped.
+    let (_, first) = ann.sql(long).await.unwrap();
+    let Err(err) = ann.sql(long).await else {
+        panic!("admitted")
+    };
+    assert!(
+        matches!(err, EngineError::ResourcesExhausted { .. })
+            && err.to_string().contains("max_queries_per_user")
+            && err.to_string().contains("queue_timeout"),
+        "{err}"
+    );
+    let bob = engine.session(principal(&engine, "eu_analyst")).unwrap();
+    let (_, second) = bob.sql(long).await.unwrap();
+    let cid = engine.session(principal(&engine, "guest")).unwrap();
+    let Err(err) = cid.sql("SELECT 1").await else {
+        panic!("admitted")
+    };
+    assert!(err.to_string().contains("max_concurrent_queries"), "{err}");
+    assert_eq!(engine.admission_stats().running, 2);
+    drop(first);
+    // A query that ends releases its slot without being dropped.
+    let (_, s) = ann.sql("SELECT 1").await.unwrap();
+    let _: Vec<RecordBatch> = s.try_collect().await.unwrap();
+    drop(second);
+    let (_, s) = cid.sql("SELECT 1").await.unwrap();
+    let _: Vec<RecordBatch> = s.try_collect().await.unwrap();
+    assert_eq!(engine.admission_stats().running, 0);
+}
+
+#[tokio::test]
+async fn a_statement_past_its_timeout_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = meshql_engine::Limits {
+        statement_timeout: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    let engine = engine_with(dir.path(), limits).await;
+    let err = query_as(
+        &engine,
+        "guest",
+        "SELECT count(*) FROM generate_series(1, 100000000000)",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, EngineError::ResourcesExhausted { .. })
+            && err.to_string().contains("statement_timeout"),
+        "{err:?}"
+    );
+    assert_eq!(engine.admission_stats().running, 0);
+    query_as(&engine, "guest", "SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_query_past_its_memory_share_spills_or_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let spill = tempfile::tempdir().unwrap();
+    let limits = meshql_engine::Limits {
+        memory_limit: 128 * 1024 * 1024,
+        query_memory_limit: 32 * 1024 * 1024,
+        target_partitions: 2,
+        spill_dir: Some(spill.path().to_path_buf()),
+        ..Default::default()
+    };
+    let engine = engine_with(dir.path(), limits).await;
+    // A sort whose working set is many times the share completes by spilling.
+    // (~120 MB of rows to sort with 32 MiB.)
+    let sort = "SELECT v, repeat('x', 100) AS pad FROM (SELECT value AS v FROM range(1000000)) \
+                ORDER BY (v * 7919) % 1000003";
+    let sorted = query_as(&engine, "guest", sort).await.unwrap();
+    assert_eq!(
+        sorted.iter().map(|b| b.num_rows()).sum::<usize>(),
+        1_000_000
+    );
+    drop(sorted);
+    let analyzed = query_as(&engine, "guest", &format!("EXPLAIN ANALYZE {sort}"))
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&analyzed)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("spill_count") && !text.contains("spill_count=0,"),
+        "{text}"
+    );
+    // An operator that cannot spill fails with RESOURCE_EXHAUSTED naming the limit.
+    let err = query_as(
+        &engine,
+        "guest",
+        "SELECT count(*) FROM range(3000000) a JOIN range(3000000) b ON a.value = b.value",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, EngineError::ResourcesExhausted { .. })
+            && err.to_string().contains("query_memory_limit"),
+        "{err:?}"
+    );
+    // Nothing stays reserved once the failed query's tasks have wound down, and the engine
+    // answers.
+    let mut waited = 0;
+    while engine.memory_reserved().0 != 0 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(engine.memory_reserved().0, 0);
+    query_as(&engine, "guest", "SELECT 1").await.unwrap();
+}
+
+#[tokio::test]
+async fn system_tables_count_and_number_only_visible_columns_and_hide_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    // Regional analysts may not see customer_id (ordinal 2) nor region (6) of orders.
+    replace_in(
+        &dir.path().join("catalog/sales/policies.toml"),
+        "to = [\"group:regional_analysts\"]\nproducts = [\"orders\"]",
+        "to = [\"group:regional_analysts\"]\nproducts = [\"orders\"]\ncolumns = [\"order_id\", \"order_ts\", \"status\", \"total_amount\"]",
+    );
+    let engine = MeshEngine::try_new(Mesh::load(&dir.path().join("meshql.toml")).unwrap()).unwrap();
+    let ordinals = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT name, ordinal FROM meshql.columns WHERE product = 'orders' ORDER BY ordinal",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        strings(&ordinals, 0),
+        ["order_id", "order_ts", "status", "total_amount"]
+    );
+    let ords: Vec<i32> = ordinals
+        .iter()
+        .flat_map(|b| {
+            b.column(1)
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    assert_eq!(ords, [1, 2, 3, 4]);
+    let count = query_as(
+        &engine,
+        "eu_analyst",
+        "SELECT columns FROM meshql.products WHERE name = 'orders'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        count[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int32Type>()
+            .value(0),
+        4
+    );
+    // Buckets: admins only.
+    for user in PRINCIPALS {
+        let b = query_as(&engine, user, "SELECT bucket FROM meshql.domains")
+            .await
+            .unwrap();
+        let non_null: usize = b
+            .iter()
+            .map(|b| b.num_rows() - b.column(0).null_count())
+            .sum();
+        let rows: usize = b.iter().map(|b| b.num_rows()).sum();
+        if user == "admin" {
+            assert!(rows > 0 && non_null == rows, "{user}");
+        } else {
+            assert_eq!(non_null, 0, "{user} sees a bucket");
+        }
+    }
+}
+
+#[tokio::test]
+async fn errors_name_only_visible_products_and_no_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let root = dir.path().display().to_string();
+    let root_rel = root.trim_start_matches('/').to_string();
+    let leads = dir.path().join("buckets/marketing/leads/");
+    // The old existence oracle: a user-supplied string that contains a hidden product's path
+    // was reported as "product `marketing.leads` is unavailable" (UNAVAILABLE), a made-up path
+    // as a cast error. Both are now the same kind of error with the same text.
+    let cast = |p: &Path| format!("SELECT CAST('{}' AS INT)", p.display());
+    let hidden = query_as(&engine, "guest", &cast(&leads)).await.unwrap_err();
+    let missing_path = dir.path().join("buckets/marketing/nothing/");
+    let missing = query_as(&engine, "guest", &cast(&missing_path))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(hidden, EngineError::Execution { .. }),
+        "{hidden:?}"
+    );
+    assert!(
+        matches!(missing, EngineError::Execution { .. }),
+        "{missing:?}"
+    );
+    assert_eq!(
+        hidden
+            .to_string()
+            .replace(&leads.display().to_string(), "P"),
+        missing
+            .to_string()
+            .replace(&missing_path.display().to_string(), "P")
+    );
+    // Storage errors of a visible product name it, with paths relative to its location.
+    let orders = dir.path().join("buckets/sales/orders");
+    let data_file = std::fs::read_dir(&orders)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    std::fs::remove_file(&data_file).unwrap();
+    for user in ["sales_analyst", "shipping_ds", "eu_analyst"] {
+        let err = query_as(&engine, user, "SELECT * FROM sales.orders")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, EngineError::ProductUnavailable { product, .. } if product == "sales.orders"),
+            "{user}: {err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            !text.contains(&root) && !text.contains(&root_rel) && !text.contains("file://"),
+            "{user}: {text}"
+        );
+        // The cause is kept for the logs.
+        assert!(std::error::Error::source(&err).is_some());
+    }
+    // Time-travel errors carry no path either.
+    let err = query_as(
+        &engine,
+        "sales_analyst",
+        "SELECT * FROM sales.orders VERSION AS OF 999",
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains(&root) && !text.contains(&root_rel), "{text}");
+    // Nor does EXPLAIN, for anyone but admins.
+    for user in ["sales_analyst", "shipping_ds", "eu_analyst"] {
+        for sql in [
+            "EXPLAIN VERBOSE SELECT * FROM sales.order_items",
+            "EXPLAIN SELECT * FROM customers.customers",
+            "EXPLAIN ANALYZE SELECT * FROM sales.order_items",
+        ] {
+            let Ok(b) = query_as(&engine, user, sql).await else {
+                continue;
+            };
+            let text = arrow::util::pretty::pretty_format_batches(&b)
+                .unwrap()
+                .to_string();
+            assert!(
+                !text.contains(&root) && !text.contains(&root_rel),
+                "{user}: {sql}: {text}"
+            );
+        }
+    }
+    // Shortening paths in EXPLAIN is not an oracle either: a typed path is shortened the same
+    // whether or not it is a hidden product's location.
+    let explain = |p: &Path| format!("EXPLAIN SELECT '{}' AS p", p.display());
+    let a = query_as(&engine, "guest", &explain(&leads)).await.unwrap();
+    let b = query_as(&engine, "guest", &explain(&missing_path))
+        .await
+        .unwrap();
+    let plans = |b: &[RecordBatch], name: &str| -> Vec<String> {
+        strings(b, 1)
+            .into_iter()
+            .map(|p| p.replace(name, "X"))
+            .collect()
+    };
+    assert_eq!(plans(&a, "leads"), plans(&b, "nothing"));
+    // A status with a path in it (a broken product's freshness) neither.
+    let b = query_as(
+        &engine,
+        "sales_analyst",
+        "SELECT status FROM meshql.products",
+    )
+    .await
+    .unwrap();
+    for s in strings(&b, 0) {
+        assert!(!s.contains(&root) && !s.contains(&root_rel), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn audit_records_are_written_off_the_hot_path_and_meshql_audit_is_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    // 1 MiB statements, refused and accepted: the audit table stays usable and cheap.
+    let big_ok = format!("SELECT length('{}') AS n", "x".repeat(1024 * 1024 - 64));
+    for _ in 0..20 {
+        query_as(&engine, "guest", &big_ok).await.unwrap();
+    }
+    let big_refused = format!("SELECT '{}'", "x".repeat(2 * 1024 * 1024));
+    for _ in 0..5 {
+        query_as(&engine, "guest", &big_refused).await.unwrap_err();
+    }
+    engine.flush_audit();
+    let stats = engine.audit_stats();
+    assert_eq!(stats.written, 25, "{stats:?}");
+    assert_eq!((stats.write_errors, stats.dropped), (0, 0));
+    let b = query_as(
+        &engine,
+        "guest",
+        "SELECT max(length(sql)), count(*) FROM meshql.audit",
+    )
+    .await
+    .unwrap();
+    // In memory the SQL is cut; the file has every accepted statement in full.
+    let longest = b[0]
+        .column(0)
+        .as_primitive::<arrow::datatypes::Int32Type>()
+        .value(0);
+    assert!(longest < 5000, "{longest}");
+    let file = std::fs::read_to_string(dir.path().join("audit/audit.jsonl")).unwrap();
+    assert!(file.len() > 20 * 1024 * 1024, "{}", file.len());
+    // A refused oversized statement is recorded with its hash and a cut text.
+    assert!(file
+        .lines()
+        .filter(|l| l.contains("max_sql_bytes"))
+        .all(|l| l.len() < 10_000));
+}
+
+#[tokio::test]
+async fn sql_for_log_respects_the_audit_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    replace_in(
+        &dir.path().join("meshql.toml"),
+        "sql = \"text\"",
+        "sql = \"hash\"",
+    );
+    let engine = MeshEngine::try_new(Mesh::load(&dir.path().join("meshql.toml")).unwrap()).unwrap();
+    let logged = engine.sql_for_log("SELECT 'secret'");
+    assert!(
+        logged.starts_with("sha256:") && !logged.contains("secret"),
+        "{logged}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), meshql_engine::Limits::default()).await;
+    assert_eq!(engine.sql_for_log("SELECT 1"), "SELECT 1");
+    assert!(engine.sql_for_log(&"x".repeat(5000)).len() < 1200);
+}
+
+#[tokio::test]
+async fn every_allowed_datafusion_key_exists_and_bad_values_name_their_field() {
+    let dir = tempfile::tempdir().unwrap();
+    demo_mesh(dir.path()).await;
+    let config = dir.path().join("meshql.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Each allowed key set to its current (default) value is accepted by DataFusion.
+    let defaults = datafusion::prelude::SessionConfig::new();
+    let entries = defaults.options().entries();
+    let mut section = String::from("\n[engine.datafusion]\n");
+    for key in meshql_catalog::DATAFUSION_KEYS {
+        let entry = entries
+            .iter()
+            .find(|e| e.key == format!("datafusion.{key}"))
+            .unwrap_or_else(|| panic!("{key} is not a DataFusion setting"));
+        if let Some(v) = &entry.value {
+            section.push_str(&format!("\"{key}\" = \"{v}\"\n"));
+        }
+    }
+    std::fs::write(&config, format!("{text}{section}")).unwrap();
+    MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[engine.datafusion]\n\"optimizer.max_passes\" = \"many\"\n"),
+    )
+    .unwrap();
+    let err = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap_err();
+    let problem = &err_problems(&err)[0];
+    assert_eq!(problem.field, "engine.datafusion.\"optimizer.max_passes\"");
+}
+
+fn err_problems(e: &EngineError) -> Vec<meshql_catalog::Problem> {
+    match e {
+        EngineError::Catalog(c) => c.problems().to_vec(),
+        other => panic!("{other:?}"),
+    }
 }

@@ -1068,3 +1068,101 @@ async fn one_authentication_path_for_every_rpc() {
     assert!(err.message().contains("authorization"), "{err}");
     server.stop().await;
 }
+
+fn has_code(err: &str, code: tonic::Code) -> bool {
+    err.contains(code.description())
+}
+
+/// Issue 9: inputs that used to overflow a worker's stack and abort the process, nesting of
+/// every kind, oversized SQL and writes hidden under EXPLAIN, sent over Flight SQL: each fails
+/// alone with a clear status while another client's connection keeps working.
+#[tokio::test]
+async fn no_input_stops_the_server() {
+    let server = TestServer::start().await;
+    let mut bystander = server.login("sales_analyst").await;
+    let mut c = server.login("guest").await;
+    let chain = |n: usize, term: &str, op: &str| vec![term; n].join(op);
+    let deep = vec![
+        format!("SELECT {}", chain(2000, "1", "+")),
+        format!("SELECT {}", chain(3000, "true", " AND ")),
+        format!("SELECT {}", chain(3000, "false", " OR ")),
+        format!("SELECT {}", chain(3000, "'a'", " || ")),
+        format!(
+            "SELECT {} 1 {}",
+            "CASE WHEN true THEN ".repeat(3000),
+            " END".repeat(3000)
+        ),
+        format!("SELECT {} 1 {}", "(SELECT ".repeat(3000), ")".repeat(3000)),
+        format!("SELECT {}1{}", "abs(".repeat(3000), ")".repeat(3000)),
+        format!("SELECT {}1{}", "(".repeat(3000), ")".repeat(3000)),
+        chain(3000, "SELECT 1", " UNION ALL "),
+        format!("SELECT 1{}", "::bigint".repeat(3000)),
+        format!("SELECT 1{}", "+1".repeat(400_000)),
+        format!("SELECT '{}'", "x".repeat(2 * 1024 * 1024)),
+    ];
+    for q in &deep {
+        let err = sql(&mut c, q).await.unwrap_err();
+        assert!(
+            has_code(&err, tonic::Code::InvalidArgument),
+            "{}: {}",
+            &q[..40],
+            &err[..err.len().min(300)]
+        );
+        assert!(
+            err.contains("max_expr_depth")
+                || err.contains("max_sql_bytes")
+                || err.contains("too deeply")
+                || err.contains("ParserError"),
+            "{}",
+            &err[..err.len().min(300)]
+        );
+    }
+    // Writes hidden under EXPLAIN are refused and write nothing.
+    let target = server.dir().join("forged.csv");
+    for form in ["EXPLAIN ANALYZE ", "EXPLAIN (ANALYZE) ", "EXPLAIN ", ""] {
+        let q = format!("{form}COPY (SELECT 'x' AS a) TO '{}'", target.display());
+        let err = sql(&mut c, &q).await.unwrap_err();
+        assert!(has_code(&err, tonic::Code::PermissionDenied), "{q}: {err}");
+    }
+    assert!(!target.exists());
+    // Everyone still gets answers.
+    let b = sql(&mut c, "SELECT 1 + 1").await.unwrap();
+    assert_eq!(rows(&b), 1);
+    let b = sql(&mut bystander, "SELECT count(*) FROM sales.orders")
+        .await
+        .unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 5000);
+    server.stop().await;
+}
+
+/// Issue 9: each kind of failure reaches the client with its status code.
+#[tokio::test]
+async fn failures_have_their_status_codes() {
+    let server = TestServer::start().await;
+    let mut c = server.login("sales_analyst").await;
+    let cases: Vec<(&str, tonic::Code)> = vec![
+        ("SELEC 1", tonic::Code::InvalidArgument),
+        (
+            "SELECT * FROM marketing.leads",
+            tonic::Code::InvalidArgument,
+        ),
+        ("SELECT 1/0", tonic::Code::InvalidArgument),
+        ("DROP TABLE sales.orders", tonic::Code::PermissionDenied),
+        ("SHOW ALL", tonic::Code::PermissionDenied),
+    ];
+    for (q, code) in cases {
+        let err = sql(&mut c, q).await.unwrap_err();
+        assert!(has_code(&err, code), "{q}: {err}");
+    }
+    // A product whose files are gone is UNAVAILABLE, never INVALID_ARGUMENT, and its error
+    // carries no local path.
+    std::fs::remove_dir_all(server.dir().join("buckets/sales/order_items")).unwrap();
+    let err = sql(&mut c, "SELECT * FROM sales.order_items")
+        .await
+        .unwrap_err();
+    assert!(has_code(&err, tonic::Code::Unavailable), "{err}");
+    assert!(err.contains("sales.order_items"), "{err}");
+    let root = server.dir().display().to_string();
+    assert!(!err.contains(root.trim_start_matches('/')), "{err}");
+    server.stop().await;
+}

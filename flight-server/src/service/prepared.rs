@@ -116,7 +116,7 @@ impl MeshFlightSqlService {
             .prepared
             .get(&cmd.prepared_statement_handle, &principal.user)?;
         let session = self.session_for(principal, prepared.default_schema.as_deref())?;
-        tracing::info!(user = %session.principal().user, sql = %prepared.sql, params = prepared.params.len(), "prepared query");
+        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&prepared.sql), params = prepared.params.len(), "prepared query");
         let (schema, plans) = self.plan_prepared(&session, &prepared).await?;
         let key = request.into_inner().ticket;
         Ok(Response::new(self.run(session, schema, plans, key).await?))

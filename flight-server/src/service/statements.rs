@@ -65,7 +65,7 @@ impl MeshFlightSqlService {
         let t = StatementTicket::decode(ticket.statement_handle)
             .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
         let session = self.session_for(principal, t.default_schema.as_deref())?;
-        tracing::info!(user = %session.principal().user, sql = %t.sql, "query");
+        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&t.sql), "query");
         let planned = session.plan_sql(&t.sql).await.map_err(engine_status)?;
         let schema = Arc::clone(&planned.schema);
         let key = request.into_inner().ticket;

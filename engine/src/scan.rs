@@ -1,0 +1,167 @@
+//! `ProductScanExec`: attaches the product to the storage errors of its scan.
+//!
+//! A product's physical scan (Parquet files, a Delta table) is wrapped in this transparent node:
+//! it changes nothing about the plan (properties, statistics, filter and projection pushdown
+//! pass through), but a storage error raised while reading (a missing or corrupt file, an
+//! unreachable bucket, a refused request) becomes [`EngineError::ProductUnavailable`] naming
+//! this product, with the original error as its source. Errors that are not about storage
+//! (a failed cast, a division by zero in a pushed-down predicate) pass through unchanged.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, StatisticsArgs,
+};
+use futures::StreamExt;
+
+use crate::error::{is_storage_error, strip_prefix, EngineError};
+
+/// Turns a storage error into "product X is unavailable"; anything else is returned as is.
+pub(crate) fn attach_product(product: &str, e: DataFusionError) -> DataFusionError {
+    if !is_storage_error(&e) || is_engine_error(&e) {
+        return e;
+    }
+    let message = strip_prefix(&e);
+    DataFusionError::External(Box::new(EngineError::ProductUnavailable {
+        product: product.to_string(),
+        message,
+        source: Box::new(e),
+    }))
+}
+
+fn is_engine_error(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::External(inner) => inner.is::<EngineError>(),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            is_engine_error(inner)
+        }
+        DataFusionError::Shared(inner) => is_engine_error(inner),
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ProductScanExec {
+    product: String,
+    input: Arc<dyn ExecutionPlan>,
+}
+
+impl ProductScanExec {
+    pub(crate) fn new(product: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self { product, input }
+    }
+}
+
+impl DisplayAs for ProductScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MeshqlProductExec: product={}", self.product)
+    }
+}
+
+impl ExecutionPlan for ProductScanExec {
+    fn name(&self) -> &str {
+        "MeshqlProductExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(Self {
+                product: self.product.clone(),
+                input,
+            })),
+            _ => Err(DataFusionError::Internal(
+                "MeshqlProductExec has exactly one child".to_string(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let product = self.product.clone();
+        let stream = self
+            .input
+            .execute(partition, context)
+            .map_err(|e| attach_product(&product, e))?;
+        let schema = stream.schema();
+        let mapped = stream.map(move |r| r.map_err(|e| attach_product(&product, e)));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, mapped)))
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        // The same rows as the scan it wraps.
+        match input_stats.first() {
+            Some(s) => Ok(Arc::clone(s)),
+            None => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        }
+    }
+
+    fn supports_limit_pushdown(&self) -> bool {
+        true
+    }
+
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> Result<FilterDescription> {
+        FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
+    }
+}
