@@ -95,6 +95,7 @@ impl AuditLog {
                 Ok(line) => {
                     let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
                     if let Err(e) = writeln!(f, "{line}") {
+                        metrics::counter!(crate::telemetry::AUDIT_WRITE_ERRORS).increment(1);
                         tracing::warn!(error = %e, "cannot write the audit record");
                     }
                 }
@@ -106,6 +107,16 @@ impl AuditLog {
             recent.pop_front();
         }
         recent.push_back(record);
+    }
+
+    /// Every record kept in memory, oldest first (usage per product).
+    pub(crate) fn all(&self) -> Vec<AuditRecord> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The records `principal` may see: its own, or all for audit admins.

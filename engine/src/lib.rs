@@ -10,21 +10,27 @@ mod contract;
 mod delta_cache;
 pub mod demo;
 mod error;
+mod health;
 pub mod output;
 mod policy;
 mod policy_exec;
 mod product;
 mod provider;
 mod session;
+mod store_metrics;
 mod system;
+pub mod telemetry;
 mod time_travel;
+mod usage;
 
 pub use audit::{AuditRecord, AUDIT_ADMIN_GROUP};
 pub use contract::{arrow_type, contract_schema};
 pub use error::{EngineError, Result};
+pub use health::{DomainReadiness, ResourceUsage};
 pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
 pub use session::{BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, TableInfo};
 pub use system::SYSTEM_SCHEMA;
+pub use usage::{ConsumerUsage, DayUsage, ProductUsage};
 
 pub use meshql_catalog as catalog;

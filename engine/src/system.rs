@@ -1,5 +1,5 @@
 //! The `meshql` system schema: the catalog itself as tables (`domains`, `products`,
-//! `columns`, `audit`), built from the manifests for the calling principal.
+//! `columns`, `audit`, `usage`), built from the manifests for the calling principal.
 //!
 //! `meshql.products` also shows each product's freshness: its current Delta version (or Parquet
 //! file count), when its data last changed, its contract's freshness SLA and whether the SLA is
@@ -220,6 +220,7 @@ pub(crate) fn system_schema(
         ("products", products_table),
         ("columns", columns_table),
         ("audit", audit_table),
+        ("usage", crate::usage::usage_table(&audit, &visible)?),
     ] {
         schema.tables.insert(name.to_string(), t);
     }
