@@ -14,8 +14,8 @@ mod principal;
 mod types;
 
 pub use config::{
-    AuditConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig,
-    DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
+    AuditConfig, DomainConfig, HttpConfig, JwtConfig, MeshConfig, ServerConfig, TelemetryConfig,
+    TlsConfig, UserConfig, DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use manifest::{ColumnSpec, Format, ProductManifest, Sla};

@@ -15,7 +15,7 @@ mod tls;
 pub use get_schema::{flight_service, MeshFlightService};
 pub use meshql_auth::Authenticator;
 pub use server::{
-    bind, check_tls, local_addr, serve, serve_service, Result, ServerError,
+    bind, check_tls, local_addr, serve, serve_service, serve_with_auth, Result, ServerError,
     DEFAULT_MAX_MESSAGE_BYTES,
 };
 pub use service::MeshFlightSqlService;

@@ -58,6 +58,20 @@ pub async fn serve(
     serve_service(service, &config, listener, shutdown).await
 }
 
+/// Like [`serve`], authenticating with `auth`, shared with the HTTP server so that a token
+/// issued by one transport works on the other.
+pub async fn serve_with_auth(
+    engine: MeshEngine,
+    auth: std::sync::Arc<meshql_auth::Authenticator>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let config = engine.mesh().config.server.clone();
+    let service = MeshFlightSqlService::try_new_with_auth(engine, auth)
+        .map_err(|s| ServerError::Setup(s.message().to_string()))?;
+    serve_service(service, &config, listener, shutdown).await
+}
+
 /// Serves an existing service (tests use this to observe it while it runs).
 pub async fn serve_service(
     service: MeshFlightSqlService,

@@ -48,8 +48,10 @@ use crate::session_options::{
     CLOSE_SESSION, CLOSE_SESSION_CLOSED, GET_SESSION_OPTIONS, SCHEMA_OPTION, SET_SESSION_OPTIONS,
 };
 use crate::sql_info::{sql_info_data, xdbc_type_info_data};
-use crate::status::{auth_status, engine_status};
+use crate::status::{auth_status, code_name, engine_code_name, engine_status};
 use meshql_auth::Authenticator;
+use meshql_engine::telemetry::QueryObserver;
+use tracing::Instrument;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 type DoActionStream =
@@ -95,6 +97,12 @@ struct Caller {
 impl MeshFlightSqlService {
     pub fn try_new(engine: MeshEngine) -> Result<Self, Status> {
         let auth = Arc::new(Authenticator::new(&engine.mesh().config));
+        Self::try_new_with_auth(engine, auth)
+    }
+
+    /// A service that authenticates with `auth`, shared with other transports (HTTP) so that a
+    /// token issued by one is accepted by the other.
+    pub fn try_new_with_auth(engine: MeshEngine, auth: Arc<Authenticator>) -> Result<Self, Status> {
         Ok(Self {
             engine,
             auth,
@@ -194,6 +202,7 @@ impl MeshFlightSqlService {
         schema: SchemaRef,
         plans: Vec<PlannedQuery>,
         ticket: Bytes,
+        observer: QueryObserver,
     ) -> Result<DoGetStream, Status> {
         let user = session.principal().user.clone();
         let mut plans = plans.into_iter();
@@ -201,7 +210,17 @@ impl MeshFlightSqlService {
             return Ok(encode(schema, stream::empty()));
         };
         // The first execution starts now, so that its errors are the call's status.
-        let first = session.execute(first).await.map_err(engine_status)?;
+        let first = match session
+            .execute(first)
+            .instrument(observer.execute_span())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                observer.failed(engine_code_name(&e));
+                return Err(engine_status(e));
+            }
+        };
         let session = Arc::new(session);
         let rest = stream::iter(plans)
             .then(move |p| {
@@ -213,8 +232,8 @@ impl MeshFlightSqlService {
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             })
             .flatten();
-        let batches = first
-            .chain(rest)
+        let batches = observer
+            .observe(Box::pin(first.chain(rest)), engine_code_name)
             .map_err(|e| FlightError::Tonic(Box::new(engine_status(e))));
         Ok(self.running.track(ticket, &user, encode(schema, batches)))
     }
@@ -333,6 +352,25 @@ impl MeshFlightSqlService {
             CancelStatus::NotCancellable
         }
     }
+}
+
+/// Runs a step of an observed query; a failure is counted with its status code.
+fn observed<T>(
+    observer: &QueryObserver,
+    step: impl FnOnce() -> Result<T, Status>,
+) -> Result<T, Status> {
+    step().inspect_err(|status| {
+        metrics::counter!(
+            meshql_engine::telemetry::QUERIES,
+            "transport" => "flight",
+            "outcome" => "error",
+            "code" => code_name(status.code())
+        )
+        .increment(1);
+        observer
+            .span()
+            .record("rpc.grpc.status_code", code_name(status.code()));
+    })
 }
 
 fn encode(
@@ -492,16 +530,39 @@ impl FlightSqlService for MeshFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request)?;
-        let t = StatementTicket::decode(ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
-        let session = self.session_for(principal, t.default_schema.as_deref())?;
+        let observer = QueryObserver::start("flight");
+        let principal = observed(&observer, || {
+            observer
+                .authenticate_span()
+                .in_scope(|| self.principal(&request))
+        })?;
+        observer.authenticated(&principal.user);
+        let t = observed(&observer, || {
+            StatementTicket::decode(ticket.statement_handle)
+                .map_err(|_| Status::invalid_argument("malformed statement ticket"))
+        })?;
+        let session = observed(&observer, || {
+            self.session_for(principal, t.default_schema.as_deref())
+        })?;
         tracing::info!(user = %session.principal().user, sql = %t.sql, "query");
-        let planned = session.plan_sql(&t.sql).await.map_err(engine_status)?;
+        let started = std::time::Instant::now();
+        let planned = match session
+            .plan_sql(&t.sql)
+            .instrument(observer.plan_span())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                observer.failed(engine_code_name(&e));
+                return Err(engine_status(e));
+            }
+        };
+        observer.planned(started, &session.reads());
         let schema = Arc::clone(&planned.schema);
         let key = request.into_inner().ticket;
         Ok(Response::new(
-            self.run(session, schema, vec![planned], key).await?,
+            self.run(session, schema, vec![planned], key, observer)
+                .await?,
         ))
     }
 
@@ -583,15 +644,38 @@ impl FlightSqlService for MeshFlightSqlService {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request)?;
-        let prepared = self
-            .prepared
-            .get(&cmd.prepared_statement_handle, &principal.user)?;
-        let session = self.session_for(principal, prepared.default_schema.as_deref())?;
+        let observer = QueryObserver::start("flight");
+        let principal = observed(&observer, || {
+            observer
+                .authenticate_span()
+                .in_scope(|| self.principal(&request))
+        })?;
+        observer.authenticated(&principal.user);
+        let prepared = observed(&observer, || {
+            self.prepared
+                .get(&cmd.prepared_statement_handle, &principal.user)
+        })?;
+        let session = observed(&observer, || {
+            self.session_for(principal, prepared.default_schema.as_deref())
+        })?;
         tracing::info!(user = %session.principal().user, sql = %prepared.sql, params = prepared.params.len(), "prepared query");
-        let (schema, plans) = self.plan_prepared(&session, &prepared).await?;
+        let started = std::time::Instant::now();
+        let planned = self
+            .plan_prepared(&session, &prepared)
+            .instrument(observer.plan_span())
+            .await;
+        let (schema, plans) = match planned {
+            Ok(p) => p,
+            Err(status) => {
+                observer.failed(code_name(status.code()));
+                return Err(status);
+            }
+        };
+        observer.planned(started, &session.reads());
         let key = request.into_inner().ticket;
-        Ok(Response::new(self.run(session, schema, plans, key).await?))
+        Ok(Response::new(
+            self.run(session, schema, plans, key, observer).await?,
+        ))
     }
 
     async fn do_put_prepared_statement_query(
