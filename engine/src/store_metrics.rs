@@ -4,7 +4,8 @@
 //!
 //! Remote buckets have one store per domain. Local (`file://`) buckets share the runtime's one
 //! `file://` store, so the domain is found from the path: the domain whose bucket path is the
-//! longest prefix of the location (`other` when none is).
+//! longest prefix of the location (`other` when none is). `NotFound` answers are requests, not
+//! errors: meshql probes locations that way.
 
 use std::fmt;
 use std::ops::Range;
@@ -59,7 +60,8 @@ impl InstrumentedStore {
         let domain = self.domain(location);
         metrics::counter!(STORE_REQUESTS, "domain" => domain.clone(), "operation" => op)
             .increment(1);
-        if r.is_err() {
+        // A missing object is an answer (probing whether a location is a file), not a failure.
+        if matches!(r, Err(e) if !matches!(e, object_store::Error::NotFound { .. })) {
             metrics::counter!(STORE_ERRORS, "domain" => domain, "operation" => op).increment(1);
         }
     }
