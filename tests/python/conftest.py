@@ -36,6 +36,7 @@ RPC_TIMEOUT_S = "120"
 LISTENING_RE = re.compile(
     r"^meshql listening on (?P<scheme>grpc|grpc\+tls)://(?P<host>\S+):(?P<port>\d+)$"
 )
+HTTP_RE = re.compile(r"^meshql http on (?P<url>http://\S+:(?P<port>\d+))$")
 
 DEFAULT_TARGET_DIR = Path.home() / ".cache" / "meshql-target"
 
@@ -55,6 +56,8 @@ class Server:
     process: subprocess.Popen
     stderr_path: Path
     stdout_lines: List[str] = field(default_factory=list)
+    # `http://HOST:PORT` when the server was started with HTTP (`--http-bind`, `--demo`).
+    http_url: Optional[str] = None
 
     def stderr(self) -> str:
         try:
@@ -144,6 +147,7 @@ def _wait_for_listening_line(
     lines: "queue.Queue[Optional[str]]",
     seen: List[str],
     describe_failure: Callable[[str], str],
+    pattern: re.Pattern = LISTENING_RE,
 ) -> re.Match:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
@@ -166,7 +170,7 @@ def _wait_for_listening_line(
                 pytrace=False,
             )
         seen.append(line)
-        match = LISTENING_RE.match(line.strip())
+        match = pattern.match(line.strip())
         if match:
             return match
 
@@ -183,10 +187,15 @@ def server(
 
 @contextlib.contextmanager
 def running_server(
-    meshql_bin: Path, args: List[str], config: Path, log_dir: Path, cwd: Optional[Path] = None
+    meshql_bin: Path,
+    args: List[str],
+    config: Path,
+    log_dir: Path,
+    cwd: Optional[Path] = None,
+    http: bool = False,
 ) -> Iterator[Server]:
-    """Runs `meshql ARGS`, waits for its listening line, and stops it with SIGTERM on exit,
-    failing the test if it does not exit cleanly."""
+    """Runs `meshql ARGS`, waits for its listening line (and with `http`, its HTTP line), and
+    stops it with SIGTERM on exit, failing the test if it does not exit cleanly."""
     stderr_path = log_dir / "stderr.log"
     command = [str(meshql_bin), *args]
     env = dict(os.environ, RUST_BACKTRACE="1")
@@ -226,8 +235,18 @@ def running_server(
         process.wait()
         pytest.fail(describe_failure("reported port 0 instead of the real ephemeral port"))
 
+    http_url = None
+    if http:
+        http_match = _wait_for_listening_line(process, lines, seen, describe_failure, HTTP_RE)
+        if http_match.group("port") == "0":
+            process.kill()
+            process.wait()
+            pytest.fail(describe_failure("reported HTTP port 0 instead of the real port"))
+        http_url = http_match.group("url")
+
     srv = Server(
         uri=f"{match.group('scheme')}://{host}:{port}",
+        http_url=http_url,
         host=host,
         port=port,
         config=config,
