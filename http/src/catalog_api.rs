@@ -182,7 +182,12 @@ pub(crate) async fn run_small(
             None => return Ok((columns(&schema), rows)),
         }
     }
-    stream.finish_early();
+    // The limit is reached: a `LIMIT` query ends right here (and is audited `ok`); otherwise stop.
+    match stream.next().await {
+        None => {}
+        Some(Ok(_)) => stream.finish_early(),
+        Some(Err(e)) => return Err(e.into()),
+    }
     Ok((columns(&schema), rows))
 }
 
