@@ -202,7 +202,8 @@ impl QueryObserver {
             .record(self.start.elapsed().as_secs_f64());
         self.span.record("meshql.outcome", outcome);
         self.span.record("rpc.grpc.status_code", code);
-        self.span.record("meshql.rows", i64::try_from(rows).unwrap_or(i64::MAX));
+        self.span
+            .record("meshql.rows", i64::try_from(rows).unwrap_or(i64::MAX));
     }
 }
 

@@ -148,7 +148,7 @@ const PARQUET_ROW_GROUP_BYTES: usize = 16 * 1024 * 1024;
 enum Writer {
     Csv { header_written: bool },
     Parquet(Box<ArrowWriter<Shared>>),
-    Arrow(arrow::ipc::writer::StreamWriter<Shared>),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Shared>>),
 }
 
 /// Encodes a result stream batch by batch into chunks of one format.
@@ -168,10 +168,10 @@ impl Encoder {
             Format::Parquet => Writer::Parquet(Box::new(
                 ArrowWriter::try_new(buf.clone(), Arc::clone(schema), None).map_err(|e| err(&e))?,
             )),
-            Format::Arrow => Writer::Arrow(
+            Format::Arrow => Writer::Arrow(Box::new(
                 arrow::ipc::writer::StreamWriter::try_new(buf.clone(), schema)
                     .map_err(|e| err(&e))?,
-            ),
+            )),
         };
         Ok(Self {
             buf,

@@ -36,20 +36,30 @@ const MAX_MAX_ROWS: usize = 10_000;
 const DEFAULT_HISTORY: usize = 50;
 const MAX_HISTORY: usize = 1_000;
 
+/// A running console query: who owns it, and how to cancel it (once).
+#[derive(Debug)]
+struct Running {
+    owner: String,
+    cancel: Option<oneshot::Sender<()>>,
+}
+
 /// The queries being streamed to the console, so that their owner can cancel them.
 #[derive(Debug, Default)]
 pub(crate) struct RunningQueries {
-    map: Mutex<HashMap<String, (String, Option<oneshot::Sender<()>>)>>,
+    map: Mutex<HashMap<String, Running>>,
 }
 
 impl RunningQueries {
     fn register(self: &Arc<Self>, owner: &str) -> (String, oneshot::Receiver<()>, RunningGuard) {
         let id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = oneshot::channel();
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), (owner.to_string(), Some(tx)));
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id.clone(),
+            Running {
+                owner: owner.to_string(),
+                cancel: Some(tx),
+            },
+        );
         let guard = RunningGuard {
             registry: Arc::clone(self),
             id: id.clone(),
@@ -61,8 +71,8 @@ impl RunningQueries {
     fn cancel(&self, id: &str, owner: &str) -> bool {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.get_mut(id) {
-            Some((o, tx)) if o == owner => {
-                if let Some(tx) = tx.take() {
+            Some(r) if r.owner == owner => {
+                if let Some(tx) = r.cancel.take() {
                     let _ = tx.send(());
                 }
                 true
