@@ -90,6 +90,9 @@ pub enum ApiError {
     /// A running query that does not exist or is not the caller's.
     #[error("no running query `{0}` of yours")]
     QueryNotFound(String),
+    /// No route at this path.
+    #[error("no such route: {0}; the API lives under /api/v1/")]
+    NoRoute(String),
     /// A malformed request (bad JSON, unknown format).
     #[error("{0}")]
     BadRequest(String),
@@ -107,7 +110,9 @@ impl ApiError {
             ApiError::Engine(e) => engine_code(e),
             ApiError::Auth(AuthError::Unauthenticated(_)) => Code::Unauthenticated,
             ApiError::Auth(AuthError::PasswordCheck(_)) => Code::Internal,
-            ApiError::ProductNotFound(_) | ApiError::QueryNotFound(_) => Code::NotFound,
+            ApiError::ProductNotFound(_) | ApiError::QueryNotFound(_) | ApiError::NoRoute(_) => {
+                Code::NotFound
+            }
             ApiError::BadRequest(_) => Code::InvalidArgument,
             ApiError::CrossOrigin(_) => Code::PermissionDenied,
             ApiError::Internal(_) => Code::Internal,

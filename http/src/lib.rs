@@ -94,9 +94,7 @@ pub fn router(engine: MeshEngine, auth: Arc<Authenticator>, options: HttpOptions
         .route("/readyz", get(ops::readyz))
         .nest("/api/v1", api)
         .route_layer(axum::middleware::from_fn(ops::count_requests))
-        .fallback(|| async {
-            ApiError::BadRequest("no such route; the API lives under /api/v1/".into())
-        })
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NoRoute(uri.path().to_string()) })
         .layer(axum::middleware::from_fn(auth::csrf_guard))
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)

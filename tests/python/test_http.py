@@ -523,7 +523,8 @@ def test_ui_is_served_from_the_binary_with_a_strict_policy(web: Server) -> None:
         assert code == 200 and hdrs["content-type"].startswith(kind)
         assert "default-src 'self'" in hdrs["content-security-policy"]
         assert not re.search(rb"https?://(?!www\.w3\.org/2000/svg)", body), f"{path} loads something from elsewhere"
-    assert anon.get("/nope")[0] == 400
+    code, _, body = anon.get("/nope")
+    assert code == 404 and json.loads(body)["error"]["code"] == "NOT_FOUND"
 
 
 # ------------------------------------------------------------------------- docs and --demo
