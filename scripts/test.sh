@@ -7,6 +7,8 @@
 #   1. cargo fmt --check          4. cargo test
 #   2. cargo clippy -D warnings    5. the Python end-to-end tests (tests/python) against
 #   3. cargo build (binaries)         the freshly built `meshql` binary, in a cached virtualenv
+#                                     (installing Debian's chromium + chromium-driver for the
+#                                     browser test when they are missing)
 #
 # Works non-interactively (CI=true, no stdin) on a machine with Rust (rustfmt + clippy),
 # Python 3.11+ with pip/venv, and a C compiler. Any arguments are passed on to pytest,
@@ -117,6 +119,24 @@ else
   # Written last: an interrupted install leaves no stamp and is redone next time.
   printf '%s\n' "$wanted_stamp" >"$stamp_file"
   echo "virtualenv ready"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The browser test (tests/python/test_ui.py) drives Debian's Chromium through its chromedriver.
+section "Chromium for the browser test"
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+  echo "chromium and chromedriver already installed"
+else
+  command -v apt-get >/dev/null 2>&1 \
+    || die "chromium and chromedriver are missing and apt-get is not available; install them (Debian: chromium chromium-driver)"
+  SUDO=""
+  if [[ "$(id -u)" -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || die "installing chromium needs root (apt-get install chromium chromium-driver)"
+    SUDO="sudo -n"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,27 @@ pub struct MeshConfig {
     pub engine: EngineConfig,
     /// `[limits]`: admission control and per-query limits.
     pub limits: LimitsConfig,
+    /// `[http]`: the web UI, JSON API and metrics; None means no HTTP server.
+    pub http: Option<HttpConfig>,
+    /// `[telemetry]`: trace export.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[http]`: the HTTP server (web catalog and console, JSON API, `/metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address the HTTP server binds, `HOST:PORT`.
+    pub bind: String,
+}
+
+/// `[telemetry]`: OpenTelemetry trace export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP endpoint traces are sent to (`http://collector:4318`; `/v1/traces` is added
+    /// when the URL has no path). None: traces are not exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default `meshql`).
+    pub service_name: String,
 }
 
 /// Default `cluster.secret_env`: the environment variable holding the cluster's shared secret.
@@ -285,7 +306,17 @@ impl MeshConfig {
         let problems = std::cell::RefCell::new(Vec::new());
         let mut f = Fields::new(file, "", &value, &problems);
         f.known(&[
-            "server", "catalog", "domains", "users", "audit", "auth", "cluster", "engine", "limits",
+            "server",
+            "catalog",
+            "domains",
+            "users",
+            "audit",
+            "auth",
+            "cluster",
+            "engine",
+            "limits",
+            "http",
+            "telemetry",
         ]);
 
         let server = match f.table("server") {
@@ -570,6 +601,41 @@ impl MeshConfig {
             Some(t) => parse_limits(file, t, &problems),
             None => LimitsConfig::default(),
         };
+        let http = f.table("http").and_then(|t| {
+            let mut h = Fields::new(file, "http", t, &problems);
+            h.known(&["bind"]);
+            let bind = h.required_string("bind")?;
+            if !bind.contains(':') {
+                h.problem("bind", format!("`{bind}` is not HOST:PORT"));
+            }
+            Some(HttpConfig { bind })
+        });
+        let telemetry = match f.table("telemetry") {
+            Some(t) => {
+                let mut tm = Fields::new(file, "telemetry", t, &problems);
+                tm.known(&["otlp_endpoint", "service_name"]);
+                let otlp_endpoint = tm.string("otlp_endpoint");
+                if let Some(e) = &otlp_endpoint {
+                    match Url::parse(e) {
+                        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                        _ => tm.problem(
+                            "otlp_endpoint",
+                            format!("`{e}` is not an http:// or https:// URL"),
+                        ),
+                    }
+                }
+                TelemetryConfig {
+                    otlp_endpoint,
+                    service_name: tm
+                        .string("service_name")
+                        .unwrap_or_else(|| "meshql".to_string()),
+                }
+            }
+            None => TelemetryConfig {
+                otlp_endpoint: None,
+                service_name: "meshql".to_string(),
+            },
+        };
         let problems = problems.into_inner();
         match (problems.is_empty(), catalog_dir) {
             (true, Some(catalog_dir)) => Ok(MeshConfig {
@@ -585,6 +651,8 @@ impl MeshConfig {
                 cluster,
                 engine,
                 limits,
+                http,
+                telemetry,
             }),
             _ => Err(problems),
         }
@@ -1144,6 +1212,36 @@ mod tests {
             problems[0].message.contains("memory_limit"),
             "{}",
             problems[0]
+        );
+    }
+
+    #[test]
+    fn http_and_telemetry_sections() {
+        let base = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n";
+        let c = parse(base, vec![]).unwrap();
+        assert_eq!(c.http, None);
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        let c = parse(
+            &format!("{base}[http]\nbind = \"127.0.0.1:8080\"\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n"),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.http.unwrap().bind, "127.0.0.1:8080");
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(c.telemetry.service_name, "meshql");
+        let problems = parse(
+            &format!("{base}[http]\nport = 1\n[telemetry]\notlp_endpoint = \"grpc://x\"\n"),
+            vec![],
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["http.port", "http.bind", "telemetry.otlp_endpoint"],
+            "{problems:#?}"
         );
     }
 

@@ -20,10 +20,11 @@ mod quality;
 mod types;
 
 pub use config::{
-    AuditConfig, ClusterConfig, DomainConfig, EngineConfig, JwtConfig, LimitsConfig, MeshConfig,
-    ServerConfig, TlsConfig, UserConfig, DATAFUSION_KEYS, DEFAULT_BIND, DEFAULT_CLUSTER_SECRET_ENV,
-    DEFAULT_JWT_LEEWAY_SECS, DEFAULT_JWT_USER_PREFIX, DEFAULT_MAX_MESSAGE_BYTES,
-    DEFAULT_SCAN_BYTES_PER_PARTITION, DEFAULT_STALE_READER_GROUP, ENV_PREFIX,
+    AuditConfig, ClusterConfig, DomainConfig, EngineConfig, HttpConfig, JwtConfig, LimitsConfig,
+    MeshConfig, ServerConfig, TelemetryConfig, TlsConfig, UserConfig, DATAFUSION_KEYS,
+    DEFAULT_BIND, DEFAULT_CLUSTER_SECRET_ENV, DEFAULT_JWT_LEEWAY_SECS, DEFAULT_JWT_USER_PREFIX,
+    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SCAN_BYTES_PER_PARTITION, DEFAULT_STALE_READER_GROUP,
+    ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use evolution::{diff, is_major_bump, is_widening, Change, ChangeKind, ContractDiff, Verdict};

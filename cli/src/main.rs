@@ -3,8 +3,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod telemetry;
 use futures::StreamExt;
 use meshql_catalog::{CatalogError, Mesh, Principal};
 use meshql_engine::demo::{write_demo, DemoOptions};
@@ -42,10 +45,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Serve the mesh over Arrow Flight SQL.
+    /// Serve the mesh over Arrow Flight SQL (and HTTP: web UI, JSON API, metrics).
     ///
-    /// Prints `meshql listening on grpc://HOST:PORT` once it accepts connections and stops
-    /// cleanly on Ctrl-C or SIGTERM.
+    /// Prints `meshql listening on grpc://HOST:PORT` once it accepts connections, then
+    /// `meshql http on http://HOST:PORT` when HTTP is on, and stops cleanly on Ctrl-C or SIGTERM.
     Serve {
         /// The mesh configuration (meshql.toml).
         #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
@@ -54,7 +57,13 @@ enum Command {
         /// Port 0 picks a free port.
         #[arg(long, value_name = "HOST:PORT")]
         bind: Option<String>,
-        /// Serve the demo mesh, creating it first in --demo-dir if it is missing.
+        /// Address of the HTTP server (web UI, JSON API, /metrics); default: the config's
+        /// `[http] bind`, else 127.0.0.1:8080 with --demo, else no HTTP server. Port 0 picks a
+        /// free port.
+        #[arg(long, value_name = "HOST:PORT")]
+        http_bind: Option<String>,
+        /// Serve the demo mesh, creating it first in --demo-dir if it is missing (with the web UI
+        /// on http://127.0.0.1:8080).
         #[arg(long)]
         demo: bool,
         /// Where the demo mesh lives with --demo.
@@ -124,7 +133,13 @@ enum OutputFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `serve` sets up logging once its configuration (`[telemetry]`) is loaded.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        if let Err(e) = telemetry::init(None) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,18 +159,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,datafusion=warn,deltalake=warn,buoyant_kernel=warn,delta_kernel=warn",
-        )
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Demo { dir, scale, force } => {
@@ -164,6 +167,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve {
             config,
             bind,
+            http_bind,
             demo: use_demo,
             demo_dir,
         } => {
@@ -178,7 +182,9 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     config
                 }
             };
-            serve(&config, bind).await.map(|_| ExitCode::SUCCESS)
+            serve(&config, bind, http_bind, use_demo)
+                .await
+                .map(|_| ExitCode::SUCCESS)
         }
         Command::Worker { config, bind } => worker(&config, &bind).await.map(|_| ExitCode::SUCCESS),
         Command::Query {
@@ -245,17 +251,33 @@ fn load(config: &Path) -> Result<Mesh, String> {
     })
 }
 
-async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
+/// Where `meshql serve --demo` serves HTTP unless told otherwise.
+const DEMO_HTTP_BIND: &str = "127.0.0.1:8080";
+
+async fn serve(
+    config: &Path,
+    bind: Option<String>,
+    http_bind: Option<String>,
+    demo: bool,
+) -> Result<(), String> {
     let mesh = load(config)?;
+    let tracer = telemetry::init(Some(&mesh.config.telemetry))
+        .map_err(|e| format!("{}: {e}", config.display()))?;
     if mesh.config.server.demo_credentials {
         tracing::warn!("this mesh uses the DEMO CREDENTIALS (password = user name); never expose it beyond this machine");
     }
-    // Fail at start, not at the first login, when a JWT secret or key cannot be loaded.
-    meshql_auth::Authenticator::try_new(&mesh.config)
-        .map_err(|e| format!("{}: {e}", config.display()))?;
+    // One authenticator for every transport, so a token from one works on the other; fail at
+    // start, not at the first login, when a JWT secret or key cannot be loaded.
+    let auth = Arc::new(
+        meshql_auth::Authenticator::try_new(&mesh.config)
+            .map_err(|e| format!("{}: {e}", config.display()))?,
+    );
     let tls = meshql_flight_server::check_tls(&mesh.config.server)
         .map_err(|e| format!("{}: server.tls: {e}", config.display()))?;
     let addr = bind.unwrap_or_else(|| mesh.config.server.bind.clone());
+    let http_addr = http_bind
+        .or_else(|| mesh.config.http.as_ref().map(|h| h.bind.clone()))
+        .or_else(|| demo.then(|| DEMO_HTTP_BIND.to_string()));
     let products = mesh.products().count();
     let domains = mesh.domains.len();
     // With `[cluster] workers`, queries are distributed; the coordinator lives as long as the server.
@@ -277,15 +299,59 @@ async fn serve(config: &Path, bind: Option<String>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let local = meshql_flight_server::local_addr(&listener).map_err(|e| e.to_string())?;
+    let http_listener = match &http_addr {
+        Some(a) => Some(meshql_http::bind(a).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
     tracing::info!(domains, products, addr = %local, "serving the mesh");
-    println!(
-        "meshql listening on {}://{local}",
-        if tls { "grpc+tls" } else { "grpc" }
-    );
+    let flight_url = format!("{}://{local}", if tls { "grpc+tls" } else { "grpc" });
+    println!("meshql listening on {flight_url}");
+    let http = match http_listener {
+        Some(l) => {
+            let http_local = meshql_http::local_addr(&l).map_err(|e| e.to_string())?;
+            let metrics = meshql_http::install_metrics_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+            let router = meshql_http::router(
+                engine.clone(),
+                Arc::clone(&auth),
+                meshql_http::HttpOptions {
+                    flight_url,
+                    metrics,
+                },
+            );
+            println!("meshql http on http://{http_local}");
+            Some((l, router))
+        }
+        None => None,
+    };
     let _ = std::io::stdout().flush();
-    meshql_flight_server::serve(engine, listener, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    // One signal stops both servers.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let flight = meshql_flight_server::serve_with_authenticator(
+        engine,
+        auth,
+        listener,
+        stopped(stop_rx.clone()),
+    );
+    let http = async {
+        match http {
+            Some((listener, router)) => meshql_http::serve(router, listener, stopped(stop_rx))
+                .await
+                .map_err(|e| format!("HTTP server failed: {e}")),
+            None => Ok(()),
+        }
+    };
+    let (flight, http) = tokio::join!(flight, http);
+    telemetry::shutdown(tracer).await;
+    flight.map_err(|e| e.to_string())?;
+    http?;
     tracing::info!("stopped");
     Ok(())
 }

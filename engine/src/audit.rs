@@ -276,6 +276,16 @@ impl AuditLog {
         }
     }
 
+    /// Every record kept in memory, oldest first (usage per product), without copying them.
+    pub(crate) fn all(&self) -> Vec<Arc<AuditRecord>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// The records `principal` may see (its own, or all for audit admins), oldest first,
     /// without copying them.
     pub(crate) fn visible_to(&self, principal: &Principal) -> Vec<Arc<AuditRecord>> {
@@ -362,6 +372,7 @@ impl Writer {
                 // Try a fresh file next time (the disk may have room again, the directory may
                 // be back).
                 self.file = None;
+                metrics::counter!(crate::telemetry::AUDIT_WRITE_ERRORS).increment(1);
                 let n = self.counters.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
                 if n == 1 || n.is_multiple_of(100) {
                     tracing::error!(

@@ -51,9 +51,23 @@ pub fn register_domain_stores(runtime: &RuntimeEnv, mesh: &Mesh) -> Result<()> {
                 ),
             ]))
         })?;
+        // Count requests per domain. Local buckets share one `file://` store: it tells domains
+        // apart by path, so it knows every local domain.
+        let peers = mesh
+            .domains
+            .iter()
+            .filter(|d| same_store(&d.config.bucket, &domain.config.bucket))
+            .map(|d| (d.config.bucket.path().to_string(), d.name().to_string()))
+            .collect();
+        let store = Arc::new(crate::store_metrics::InstrumentedStore::new(store, peers));
         runtime.register_object_store(&domain.config.bucket, store);
     }
     Ok(())
+}
+
+/// Whether two buckets are served by the same registered store (same scheme and host).
+fn same_store(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme() && a.host_str() == b.host_str()
 }
 
 /// The store of one domain (also used to open its Delta tables).

@@ -12,6 +12,7 @@ mod delta_cache;
 pub mod demo;
 mod error;
 mod executor;
+mod health;
 pub mod limits;
 mod memory;
 pub mod output;
@@ -22,14 +23,18 @@ mod provider;
 mod read_only;
 mod scan;
 mod session;
+mod store_metrics;
 mod system;
+pub mod telemetry;
 mod time_travel;
+mod usage;
 
 pub use admission::AdmissionStats;
 pub use audit::{AuditRecord, AuditStats, WorkersUsed, AUDIT_ADMIN_GROUP};
 pub use buckets::register_domain_stores;
 pub use contract::{arrow_type, contract_schema};
 pub use error::{BoxError, EngineError, Result};
+pub use health::{DomainReadiness, ResourceUsage};
 pub use limits::Limits;
 pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
@@ -38,5 +43,6 @@ pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,
 };
 pub use system::SYSTEM_SCHEMA;
+pub use usage::{ConsumerUsage, DayUsage, ProductUsage};
 
 pub use meshql_catalog as catalog;

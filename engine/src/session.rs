@@ -270,6 +270,16 @@ impl MeshEngine {
         format!("{}… ({} bytes)", &sql[..cut], sql.len())
     }
 
+    /// The runtime (object stores, memory pool, disk manager), for health and metrics.
+    pub(crate) fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.inner.runtime
+    }
+
+    /// The audit log, for history and usage.
+    pub(crate) fn audit_log(&self) -> &Arc<AuditLog> {
+        &self.inner.audit
+    }
+
     /// A session for one principal.
     pub fn session(&self, principal: Principal) -> Result<QuerySession> {
         QuerySession::try_new(self.clone(), principal, None)

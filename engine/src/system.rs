@@ -1,5 +1,5 @@
 //! The `meshql` system schema: the catalog itself as tables (`domains`, `products`,
-//! `columns`, `audit`), built from the manifests for the calling principal.
+//! `columns`, `audit`, `usage`), built from the manifests for the calling principal.
 //!
 //! Everything is filtered to what the caller may see: products and columns it cannot see are
 //! absent (`columns.ordinal` and `products.columns` number and count only visible columns),
@@ -87,6 +87,11 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
             log: Arc::clone(audit),
             principal: principal.clone(),
         }),
+        usage: Arc::new(crate::usage::UsageTable::new(
+            Arc::clone(audit),
+            principal.clone(),
+            Arc::clone(mesh),
+        )),
         redaction: Arc::clone(redaction),
     };
     let domains: Vec<_> = mesh
@@ -240,6 +245,8 @@ pub(crate) struct SystemSchema {
     mesh: Arc<Mesh>,
     runtime: Arc<RuntimeEnv>,
     audit: Arc<AuditTable>,
+    /// `meshql.usage`, computed from the audit ring when scanned.
+    usage: Arc<crate::usage::UsageTable>,
     redaction: Arc<Vec<(String, String)>>,
 }
 
@@ -341,6 +348,9 @@ impl SystemSchema {
     pub(crate) fn schema_of(&self, name: &str) -> Option<SchemaRef> {
         if name == "audit" {
             return Some(audit_schema());
+        }
+        if name == "usage" {
+            return Some(crate::usage::usage_schema());
         }
         let t = self.tables.get(name)?;
         if name == "products" {
@@ -535,6 +545,7 @@ impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.tables.keys().cloned().collect();
         names.push("audit".to_string());
+        names.push("usage".to_string());
         names.sort();
         names
     }
@@ -547,6 +558,9 @@ impl SchemaProvider for SystemSchema {
         }
         if name == "audit" {
             return Ok(Some(Arc::clone(&self.audit) as Arc<dyn TableProvider>));
+        }
+        if name == "usage" {
+            return Ok(Some(Arc::clone(&self.usage) as Arc<dyn TableProvider>));
         }
         Ok(self
             .tables
@@ -564,6 +578,6 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "audit" || self.tables.contains_key(name)
+        name == "audit" || name == "usage" || self.tables.contains_key(name)
     }
 }

@@ -43,6 +43,7 @@ WORKER_LISTENING_RE = re.compile(
 # The cluster's shared secret in tests (`[cluster] secret_env` defaults to this variable).
 CLUSTER_SECRET_ENV = "MESHQL_CLUSTER_SECRET"
 CLUSTER_SECRET = "test-cluster-secret-0123456789abcdef"
+HTTP_RE = re.compile(r"^meshql http on (?P<url>http://\S+:(?P<port>\d+))$")
 
 DEFAULT_TARGET_DIR = Path.home() / ".cache" / "meshql-target"
 
@@ -66,6 +67,8 @@ class Server:
     workers: List[str] = field(default_factory=list)
     # Set by a test that kills the process on purpose (fault tests).
     killed_on_purpose: bool = False
+    # `http://HOST:PORT` when the server was started with HTTP (`--http-bind`, `--demo`).
+    http_url: Optional[str] = None
 
     def stderr(self) -> str:
         try:
@@ -203,9 +206,11 @@ def running_server(
     env: Optional[dict] = None,
     pattern: re.Pattern = LISTENING_RE,
     log_name: str = "stderr.log",
+    http: bool = False,
 ) -> Iterator[Server]:
-    """Runs `meshql ARGS`, waits for its listening line, and stops it with SIGTERM on exit,
-    failing the test if it does not exit cleanly (unless the test killed it on purpose)."""
+    """Runs `meshql ARGS`, waits for its listening line (and with `http`, its HTTP line), and
+    stops it with SIGTERM on exit, failing the test if it does not exit cleanly (unless the test
+    killed it on purpose)."""
     stderr_path = log_dir / log_name
     command = [str(meshql_bin), *args]
     env = dict(os.environ, RUST_BACKTRACE="1", **(env or {}))
@@ -245,8 +250,18 @@ def running_server(
         process.wait()
         pytest.fail(describe_failure("reported port 0 instead of the real ephemeral port"))
 
+    http_url = None
+    if http:
+        http_match = _wait_for_listening_line(process, lines, seen, describe_failure, HTTP_RE)
+        if http_match.group("port") == "0":
+            process.kill()
+            process.wait()
+            pytest.fail(describe_failure("reported HTTP port 0 instead of the real port"))
+        http_url = http_match.group("url")
+
     srv = Server(
         uri=f"{match.group('scheme')}://{host}:{port}",
+        http_url=http_url,
         host=host,
         port=port,
         config=config,

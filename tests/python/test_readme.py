@@ -24,10 +24,12 @@ def readme_python_snippet() -> str:
 
 def test_serve_demo_and_readme_snippet(meshql_bin: Path, tmp_path: Path) -> None:
     # As a newcomer would: a relative demo directory in the current working directory.
-    args = ["serve", "--demo", "--demo-dir", "demo-mesh", "--bind", "127.0.0.1:0"]
+    # `--demo` serves the web UI too (127.0.0.1:8080 by default; port 0 in tests).
+    args = ["serve", "--demo", "--demo-dir", "demo-mesh", "--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]
     config = tmp_path / "demo-mesh" / "meshql.toml"
-    with running_server(meshql_bin, args, config, tmp_path, cwd=tmp_path) as srv:
+    with running_server(meshql_bin, args, config, tmp_path, cwd=tmp_path, http=True) as srv:
         assert config.exists()
+        assert srv.http_url and srv.http_url.startswith("http://127.0.0.1:")
         snippet = readme_python_snippet()
         assert "grpc://127.0.0.1:50051" in snippet
         snippet = snippet.replace("grpc://127.0.0.1:50051", srv.uri)

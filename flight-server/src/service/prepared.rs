@@ -22,10 +22,13 @@ use meshql_engine::{PlannedQuery, QuerySession};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::results::{flight_info, ipc_schema};
+use meshql_engine::telemetry::QueryObserver;
+use tracing::Instrument;
+
+use super::results::{flight_info, ipc_schema, observed};
 use super::{caller, DoGetStream, MeshFlightSqlService};
 use crate::prepared::{number_placeholders, row_values, Prepared, MAX_PARAMETER_ROWS};
-use crate::status::engine_status;
+use crate::status::{code_name, engine_status};
 
 const READ_ONLY_QUERY_UPDATE: &str = "this prepared statement is a query: meshql is read-only, \
      so it cannot be executed as an update or a batch (executemany/executeBatch); bind its \
@@ -111,15 +114,38 @@ impl MeshFlightSqlService {
         cmd: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = caller(&request)?.principal;
-        let prepared = self
-            .prepared
-            .get(&cmd.prepared_statement_handle, &principal.user)?;
-        let session = self.session_for(principal, prepared.default_schema.as_deref())?;
+        let observer = QueryObserver::start("flight");
+        let principal = observed(&observer, || {
+            observer
+                .authenticate_span()
+                .in_scope(|| caller(&request).map(|c| c.principal))
+        })?;
+        observer.authenticated(&principal.user);
+        let prepared = observed(&observer, || {
+            self.prepared
+                .get(&cmd.prepared_statement_handle, &principal.user)
+        })?;
+        let session = observed(&observer, || {
+            self.session_for(principal, prepared.default_schema.as_deref())
+        })?;
         tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&prepared.sql), params = prepared.params.len(), "prepared query");
-        let (schema, plans) = self.plan_prepared(&session, &prepared).await?;
+        let started = std::time::Instant::now();
+        let planned = self
+            .plan_prepared(&session, &prepared)
+            .instrument(observer.plan_span())
+            .await;
+        let (schema, plans) = match planned {
+            Ok(p) => p,
+            Err(status) => {
+                observer.failed(code_name(status.code()));
+                return Err(status);
+            }
+        };
+        observer.planned(started, &session.reads());
         let key = request.into_inner().ticket;
-        Ok(Response::new(self.run(session, schema, plans, key).await?))
+        Ok(Response::new(
+            self.run(session, schema, plans, key, observer).await?,
+        ))
     }
 
     pub(super) async fn bind_prepared(

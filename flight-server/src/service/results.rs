@@ -16,7 +16,9 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{DoActionStream, DoGetStream, MeshFlightSqlService};
-use crate::status::engine_status;
+use crate::status::{code_name, engine_code_name, engine_status};
+use meshql_engine::telemetry::QueryObserver;
+use tracing::Instrument;
 
 impl MeshFlightSqlService {
     /// Runs `plans` one after the other and streams their results as one, cancellable through
@@ -27,6 +29,7 @@ impl MeshFlightSqlService {
         schema: SchemaRef,
         plans: Vec<PlannedQuery>,
         ticket: Bytes,
+        observer: QueryObserver,
     ) -> Result<DoGetStream, Status> {
         let user = session.principal().user.clone();
         let mut plans = plans.into_iter();
@@ -34,7 +37,17 @@ impl MeshFlightSqlService {
             return Ok(encode(schema, stream::empty()));
         };
         // The first execution starts now, so that its errors are the call's status.
-        let first = session.execute(first).await.map_err(engine_status)?;
+        let first = match session
+            .execute(first)
+            .instrument(observer.execute_span())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                observer.failed(engine_code_name(&e));
+                return Err(engine_status(e));
+            }
+        };
         let session = Arc::new(session);
         let rest = stream::iter(plans)
             .then(move |p| {
@@ -46,11 +59,30 @@ impl MeshFlightSqlService {
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             })
             .flatten();
-        let batches = first
-            .chain(rest)
+        let batches = observer
+            .observe(Box::pin(first.chain(rest)), engine_code_name)
             .map_err(|e| FlightError::Tonic(Box::new(engine_status(e))));
         Ok(self.running.track(ticket, &user, encode(schema, batches)))
     }
+}
+
+/// Runs a step of an observed query; a failure is counted with its status code.
+pub(super) fn observed<T>(
+    observer: &QueryObserver,
+    step: impl FnOnce() -> Result<T, Status>,
+) -> Result<T, Status> {
+    step().inspect_err(|status| {
+        metrics::counter!(
+            meshql_engine::telemetry::QUERIES,
+            "transport" => "flight",
+            "outcome" => "error",
+            "code" => code_name(status.code())
+        )
+        .increment(1);
+        observer
+            .span()
+            .record("rpc.grpc.status_code", code_name(status.code()));
+    })
 }
 
 pub(super) fn encode(

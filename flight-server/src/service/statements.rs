@@ -10,10 +10,13 @@ use arrow_flight::{FlightDescriptor, FlightInfo, Ticket};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::results::flight_info;
+use meshql_engine::telemetry::QueryObserver;
+use tracing::Instrument;
+
+use super::results::{flight_info, observed};
 use super::{caller, DoGetStream, MeshFlightSqlService};
 use crate::prepared::number_placeholders;
-use crate::status::engine_status;
+use crate::status::{engine_code_name, engine_status};
 
 /// What a statement ticket carries: the SQL, the default schema it was planned with, and a
 /// unique id so that CancelFlightInfo stops exactly this execution.
@@ -61,16 +64,39 @@ impl MeshFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = caller(&request)?.principal;
-        let t = StatementTicket::decode(ticket.statement_handle)
-            .map_err(|_| Status::invalid_argument("malformed statement ticket"))?;
-        let session = self.session_for(principal, t.default_schema.as_deref())?;
+        let observer = QueryObserver::start("flight");
+        let principal = observed(&observer, || {
+            observer
+                .authenticate_span()
+                .in_scope(|| caller(&request).map(|c| c.principal))
+        })?;
+        observer.authenticated(&principal.user);
+        let t = observed(&observer, || {
+            StatementTicket::decode(ticket.statement_handle)
+                .map_err(|_| Status::invalid_argument("malformed statement ticket"))
+        })?;
+        let session = observed(&observer, || {
+            self.session_for(principal, t.default_schema.as_deref())
+        })?;
         tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&t.sql), "query");
-        let planned = session.plan_sql(&t.sql).await.map_err(engine_status)?;
+        let started = std::time::Instant::now();
+        let planned = match session
+            .plan_sql(&t.sql)
+            .instrument(observer.plan_span())
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                observer.failed(engine_code_name(&e));
+                return Err(engine_status(e));
+            }
+        };
+        observer.planned(started, &session.reads());
         let schema = Arc::clone(&planned.schema);
         let key = request.into_inner().ticket;
         Ok(Response::new(
-            self.run(session, schema, vec![planned], key).await?,
+            self.run(session, schema, vec![planned], key, observer)
+                .await?,
         ))
     }
 
