@@ -51,6 +51,13 @@ class Server:
                 break
         raise RuntimeError(f"meshql serve did not start; see {self.log}")
 
+    def rss_mib(self) -> Optional[float]:
+        try:
+            with open(f"/proc/{self.process.pid}/statm") as f:
+                return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+        except (OSError, ValueError, AttributeError):
+            return None
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -117,7 +124,8 @@ def main(argv=None) -> int:
                 fuzzer.report = report
                 for c in fuzzer.clients.values():
                     c.uri = uri
-            print(report.summary().splitlines()[0], flush=True)
+            rss = server.rss_mib() if server else None
+            print(report.summary().splitlines()[0] + (f"; server RSS {rss} MiB" if rss else ""), flush=True)
     finally:
         fuzzer.close()
         if server:
