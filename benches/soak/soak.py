@@ -314,9 +314,9 @@ def flight_action(kind: str, body: bytes):
     return flight.Action(kind, body)
 
 
-def run_worker(index: int, uri: str, seed: str, deadline: float, timeout_s: int, out: "mp.Queue") -> None:
+def run_worker(index: int, uri: str, seed: str, deadline: float, timeout_s: int, out: "mp.Queue", mix) -> None:
     worker = Worker(uri, f"{seed}:{index}", timeout_s)
-    ops, weights = zip(*MIX)
+    ops, weights = zip(*mix)
     records: List[Tuple[str, float, float, str]] = []  # (op, start, seconds, outcome)
     while time.time() < deadline:
         op = worker.rng.choices(ops, weights)[0]
@@ -395,7 +395,7 @@ def summarize(records, samples, started: float, args, alive_at_end: bool, server
             "binary": str(args.bin) if not args.uri else None,
             "uri": args.uri,
             "scale": args.scale,
-            "mix": dict(MIX),
+            "mix": dict(MIX) if not args.only else {op: w for op, w in MIX if op in args.only.split(",")},
         },
         "operations": ops,
         "total_operations": len(records),
@@ -470,6 +470,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-seconds", type=float, default=1.0)
     ap.add_argument("--timeout", type=int, default=120, help="client deadline per call, seconds")
     ap.add_argument("--out", default="benches/results/soak")
+    ap.add_argument("--only", help="comma-separated operations to run (default: the whole mix)")
     args = ap.parse_args(argv)
 
     proc = None
@@ -494,10 +495,17 @@ def main(argv=None) -> int:
     started = time.time()
     sampler.start()
     deadline = started + args.minutes * 60
+    mix = MIX
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {op for op, _ in MIX}
+        if unknown:
+            ap.error(f"unknown operations {sorted(unknown)}")
+        mix = [(op, w) for op, w in MIX if op in wanted]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     workers = [
-        ctx.Process(target=run_worker, args=(i, uri, args.seed, deadline, args.timeout, queue))
+        ctx.Process(target=run_worker, args=(i, uri, args.seed, deadline, args.timeout, queue, mix))
         for i in range(args.clients)
     ]
     for w in workers:

@@ -336,12 +336,21 @@ impl QuerySession {
             audit_records,
         )?;
         let reads = Arc::new(ReadLog::default());
+        // The state for policy expressions is built on its own, not cloned from `state`:
+        // clones of a SessionState share its catalog list, so a clone would hold the mesh
+        // catalog registered below, which holds `shared`: an Arc cycle that kept every
+        // session (and its copy of the audit records) alive forever.
+        let policy_state = SessionStateBuilder::new()
+            .with_config(config.clone())
+            .with_runtime_env(Arc::clone(&engine.inner.runtime))
+            .with_default_features()
+            .build();
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
             runtime: Arc::clone(&engine.inner.runtime),
             config,
             principal: principal.clone(),
-            state: state.clone(),
+            state: policy_state,
             reads: Arc::clone(&reads),
             delta_cache: Arc::clone(&engine.inner.delta_cache),
         });
@@ -644,5 +653,41 @@ struct TableSchemaOnly(SchemaRef);
 impl TableSchemaOnly {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_session_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::demo::DemoOptions {
+            dir: dir.path().to_path_buf(),
+            scale: 1,
+            force: false,
+        };
+        let report = crate::demo::write_demo(&opts, &mut |_: &str| {})
+            .await
+            .unwrap();
+        let mesh = meshql_catalog::Mesh::load(&report.config).unwrap();
+        let engine = MeshEngine::try_new(mesh).unwrap();
+        let user = engine.mesh().config.user("eu_analyst").unwrap();
+        let session = engine.session(Principal::from_user(user)).unwrap();
+        // Plan and run a policed query, so the catalog has resolved products.
+        let (_, stream) = session
+            .sql("SELECT count(*) FROM customers.customers")
+            .await
+            .unwrap();
+        let _: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        let reads = Arc::downgrade(&session.reads);
+        let catalog = Arc::downgrade(&session.system);
+        drop(session);
+        assert!(reads.upgrade().is_none(), "the session's state outlived it");
+        assert!(
+            catalog.upgrade().is_none(),
+            "the session's system schema outlived it"
+        );
     }
 }

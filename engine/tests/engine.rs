@@ -633,6 +633,21 @@ async fn masks_apply_at_the_table_reference() {
     .await
     .unwrap();
     assert_eq!(single_i64(&b), 1000 * 1000);
+    // An ordered aggregate over a masked column after a join plans and runs (found by the
+    // fuzzer: it failed with "SanityCheckPlan ... does not satisfy order requirements").
+    for user in ["sales_analyst", "eu_analyst"] {
+        let b = query_as(
+            &engine,
+            user,
+            "SELECT count(*), string_agg(c.email, ',' ORDER BY c.email) LIKE '***,%' \
+             FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id \
+             GROUP BY FALSE",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{user}: {e}"));
+        assert!(single_i64(&b) > 0, "{user}");
+        assert!(b[0].column(1).as_boolean().value(0), "{user}");
+    }
     // pii_reader sees the real value.
     let admin = strings(
         &query(

@@ -196,7 +196,7 @@ class Client:
         except Exception as e:  # every ADBC error: classified by the caller
             message = str(e)
             # No gRPC code: the client refused the call itself (e.g. ADBC's own checks).
-            code = grpc_code(message) or "CLIENT_" + (message.split(":")[0] or type(e).__name__)
+            code = grpc_code(message) or "CLIENT_" + type(e).__name__
             if code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED") or code.startswith("CLIENT_"):
                 self.close()
             return Outcome(False, code=code, message=message, seconds=time.monotonic() - start)
@@ -224,7 +224,15 @@ def normalize(value):
 
 
 def sort_key(row):
-    return tuple((v is None, type(v).__name__, repr(v)) for v in (normalize(x) for x in row))
+    """Sorts rows so that equal rows pair up across two answers: floats by value (rows whose
+    floats differ only by summation-order noise stay next to each other), the rest by repr."""
+
+    def key(v):
+        if isinstance(v, float):
+            return (False, "float", (math.isnan(v), 0.0 if math.isnan(v) else v))
+        return (v is None, type(v).__name__, (False, repr(normalize(v))))
+
+    return tuple(key(v) for v in row)
 
 
 def same_rows(a: List[tuple], b: List[tuple]) -> Optional[str]:
@@ -421,7 +429,8 @@ class Fuzzer:
                 self.violation(index, principal, stmt.kind, "row filter value shown", sql, stmt.params, text)
             if "***" in text and "***" not in sql:
                 self.violation(index, principal, stmt.kind, "mask expression shown", sql, stmt.params, text)
-        for value in self.hidden_values.get(principal, ()):
+        # (meshql.audit shows the caller's own statements, which may quote any value.)
+        for value in self.hidden_values.get(principal, ()) if "meshql.audit" not in lowered_sql else ():
             if value in text and value not in sql:
                 self.violation(index, principal, stmt.kind, "a value of a hidden row shown", sql, stmt.params, f"{value!r} in: {text[:1500]}")
                 break
