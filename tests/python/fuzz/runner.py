@@ -295,6 +295,7 @@ class Fuzzer:
             raise RuntimeError(f"the demo mesh lacks {sorted(missing)}")
         self.hidden_values = {p: mesh.hidden_strings(admin_query, p, self.products) for p in PRINCIPALS}
         self.report = Report(self.seed)
+        self.last_query = ("", "", "")
 
     # -- running -------------------------------------------------------------------------
 
@@ -316,6 +317,10 @@ class Fuzzer:
         i = start
         while i < start + count and time.monotonic() - began < seconds:
             self.one(i)
+            if not self.is_alive():
+                principal, kind, sql = self.last_query
+                self.violation(i, principal, kind, "the server process died", sql, [], "")
+                raise ServerDown(f"the server process died (statement {i})")
             i += 1
             if (i - start) % self.batch == 0:
                 self.check_alive(i - 1, "after a batch")
@@ -324,6 +329,7 @@ class Fuzzer:
         return self.report
 
     def query(self, principal: str, sql: str, params=(), kind: str = "query") -> Outcome:
+        self.last_query = (principal, kind, sql)
         out = self.clients[principal].run(sql, params)
         self.report.queries += 1
         self.report.outcomes[(kind, "OK" if out.ok else out.code)] += 1
