@@ -10,6 +10,7 @@ mod contract;
 mod delta_cache;
 pub mod demo;
 mod error;
+mod limit_barrier;
 pub mod output;
 mod policy;
 mod policy_exec;

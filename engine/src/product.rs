@@ -33,6 +33,7 @@ use url::Url;
 use crate::contract::bind_columns;
 use crate::delta_cache::DeltaCache;
 use crate::error::{EngineError, Result};
+use crate::limit_barrier::protect_limits;
 use crate::policy::SecuredView;
 use crate::policy_exec::PolicyExec;
 use crate::time_travel::AsOf;
@@ -375,7 +376,9 @@ impl TableProvider for ProductTable {
                 if let Some(limit) = limit {
                     plan = plan.limit(0, Some(limit))?;
                 }
-                state.create_physical_plan(&plan.build()?).await
+                // The caller's LIMIT must stay above this plan (see `limit_barrier`); a
+                // policed plan is a leaf under `PolicyExec`, which takes no limit either.
+                protect_limits(state.create_physical_plan(&plan.build()?).await?)
             }
             Some(view) => {
                 if let Some(filter) = &view.filter {

@@ -662,6 +662,43 @@ async fn masks_apply_at_the_table_reference() {
 }
 
 #[tokio::test]
+async fn limit_holds_when_no_column_is_read() {
+    // Found by the fuzzer: a Delta product read without columns (deltalake's metadata-only
+    // scan) returned every row despite LIMIT.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    for (user, product) in [
+        ("admin", "sales.orders"),
+        ("admin", "shipping.shipments"),
+        ("admin", "marketing.leads"),
+        ("admin", "sales.order_items"),
+        ("sales_analyst", "sales.orders"),
+        ("eu_analyst", "sales.orders"),
+    ] {
+        let rows: usize = query_as(&engine, user, &format!("SELECT 1 FROM {product} LIMIT 3"))
+            .await
+            .unwrap()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, 3, "{user}: {product}");
+        let b = query_as(
+            &engine,
+            user,
+            &format!("SELECT count(*) FROM (SELECT 1 FROM {product} LIMIT 3)"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(single_i64(&b), 3, "{user}: {product}");
+    }
+    // Counting from metadata still answers.
+    let b = query(&engine, "SELECT count(*) FROM sales.orders")
+        .await
+        .unwrap();
+    assert_eq!(single_i64(&b), 5000);
+}
+
+#[tokio::test]
 async fn explain_does_not_reveal_policies() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
