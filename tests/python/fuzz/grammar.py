@@ -53,7 +53,9 @@ class Statement:
 
     @property
     def products(self) -> List[Product]:
-        return [t.product for t in self.tables]
+        """The products the statement reads (a table reference a generator dropped, e.g. a
+        subquery replaced by a literal, is not read)."""
+        return [t.product for i, t in enumerate(self.tables) if f"\x00T{i}\x00" in self.template]
 
 
 def sql_literal(value: object) -> str:

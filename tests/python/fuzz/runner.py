@@ -477,7 +477,7 @@ class Fuzzer:
         gen = self.generator(rng, products, rng.random() < 0.5)
         for _ in range(10):
             stmt = gen.statement()
-            if any(t.product.qualified == target.qualified for t in stmt.tables):
+            if any(p.qualified == target.qualified for p in stmt.products):
                 break
         else:
             gen = self.generator(rng, [target], True)
