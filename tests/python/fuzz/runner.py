@@ -256,6 +256,7 @@ def text_of(outcome: Outcome) -> str:
     return "\n".join(" | ".join(str(v) for v in row) for row in outcome.rows or [])
 
 
+RUNTIME_FILTER = re.compile(r"(filter=\[|DynamicFilter \[)[^\]]*\]")
 ABS_PATH = re.compile(r"(file://|s3://|gs://|az://|abfss?://|(?<![\w.])/(tmp|home|root|var|work|Users)/)")
 
 
@@ -430,10 +431,13 @@ class Fuzzer:
                     return
         # EXPLAIN shows predicates and projections: not the policies' (an error may quote a
         # visible value such as 'EU' or the mask's '***', which is fine).
+        # EXPLAIN ANALYZE also shows runtime filters (TopK thresholds, join key bounds): values
+        # of visible rows, such as a masked '***', which are left out of this check.
         if out.ok and stmt.kind == "explain":
-            if principal == "eu_analyst" and "eu" not in lowered_sql and re.search(r"""["']EU["']""", text):
+            plan = RUNTIME_FILTER.sub("", text)
+            if principal == "eu_analyst" and "eu" not in lowered_sql and re.search(r"""["']EU["']""", plan):
                 self.violation(index, principal, stmt.kind, "row filter value shown", sql, stmt.params, text)
-            if "***" in text and "***" not in sql:
+            if "***" in plan and "***" not in sql:
                 self.violation(index, principal, stmt.kind, "mask expression shown", sql, stmt.params, text)
         # (meshql.audit shows the caller's own statements, which may quote any value.)
         for value in self.hidden_values.get(principal, ()) if "meshql.audit" not in lowered_sql else ():
