@@ -13,6 +13,7 @@ pub mod demo;
 mod error;
 mod executor;
 mod health;
+mod limit_barrier;
 pub mod limits;
 mod memory;
 pub mod output;

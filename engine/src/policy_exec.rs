@@ -4,7 +4,9 @@
 //! optimizer rules outside cannot push user predicates (or join dynamic filters) into it, so a
 //! user expression never sees a row a policy hides; statistics are unknown, so answers such as
 //! `count(*)` cannot come from file metadata; and EXPLAIN shows only the product's name, never
-//! the policy predicates or mask expressions inside.
+//! the policy predicates or mask expressions inside. Of the inner plan's properties only its
+//! partitioning and output ordering cross the barrier: the constants and equivalences a policy
+//! creates (a row filter's `region = 'EU'`, a mask's literal) stay inside.
 //!
 //! It is public so that distributed execution (the `meshql-cluster` crate) can ship it to a
 //! worker with its inner plan: the barrier and the policies travel together or not at all.
@@ -16,7 +18,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 /// The barrier around one product read under policies (shown as `MeshqlPolicyExec`).
@@ -30,7 +32,19 @@ pub struct PolicyExec {
 impl PolicyExec {
     /// Wraps `inner`, the product's secured plan (scan, row filter, masks).
     pub fn new(product: String, inner: Arc<dyn ExecutionPlan>) -> Self {
-        let properties = Arc::clone(inner.properties());
+        // Not the inner equivalence properties: besides describing the policies, a constant
+        // advertised by this leaf (a masked column) let EnforceSorting skip a sort that
+        // SanityCheckPlan then required above a join, so an ordered aggregate over a masked
+        // column after a join failed to plan.
+        let ordering = inner.properties().output_ordering().cloned();
+        let equivalence = EquivalenceProperties::new_with_orderings(inner.schema(), ordering);
+        let properties = Arc::new(
+            inner
+                .properties()
+                .as_ref()
+                .clone()
+                .with_eq_properties(equivalence),
+        );
         Self {
             product,
             inner,

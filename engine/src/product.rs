@@ -33,6 +33,7 @@ use url::Url;
 use crate::contract::bind_columns;
 use crate::delta_cache::DeltaCache;
 use crate::error::{BoxError, EngineError, Result};
+use crate::limit_barrier::protect_limits;
 use crate::policy::SecuredView;
 use crate::policy_exec::PolicyExec;
 use crate::scan::{attach_product, ProductScanExec};
@@ -421,13 +422,15 @@ impl TableProvider for ProductTable {
                 if let Some(limit) = limit {
                     plan = plan.limit(0, Some(limit))?;
                 }
+                // The caller's LIMIT must stay above this plan (see `limit_barrier`); a
+                // policed plan is a leaf under `PolicyExec`, which takes no limit either.
                 let physical = state
                     .create_physical_plan(&plan.build()?)
                     .await
                     .map_err(|e| attach_product(&self.product, e))?;
                 Ok(Arc::new(ProductScanExec::new(
                     self.product.clone(),
-                    physical,
+                    protect_limits(physical)?,
                 )))
             }
             Some(view) => {

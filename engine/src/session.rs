@@ -592,12 +592,21 @@ impl QuerySession {
             redaction: &engine.inner.redaction,
         })?;
         let reads = Arc::new(ReadLog::default());
+        // The state for policy expressions is built on its own, not cloned from `state`:
+        // clones of a SessionState share its catalog list, so a clone would hold the mesh
+        // catalog registered below, which holds `shared`: an Arc cycle that kept every
+        // session (and its copy of the audit records) alive forever.
+        let policy_state = SessionStateBuilder::new()
+            .with_config(config.clone())
+            .with_runtime_env(Arc::clone(&engine.inner.runtime))
+            .with_default_features()
+            .build();
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
             runtime: Arc::clone(&engine.inner.runtime),
             config,
             principal: principal.clone(),
-            state: state.clone(),
+            state: policy_state,
             reads: Arc::clone(&reads),
             delta_cache: Arc::clone(&engine.inner.delta_cache),
         });
@@ -1078,7 +1087,7 @@ impl TableSchemaOnly {
 
 #[cfg(test)]
 mod tests {
-    use super::shorten_paths;
+    use super::*;
 
     #[test]
     fn paths_in_explain_output_are_shortened_uniformly() {
@@ -1093,5 +1102,36 @@ mod tests {
             "Utf8(\"…/buckets/\")"
         );
         assert_eq!(shorten_paths("a / b, x/y"), "a / b, x/y");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_session_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::demo::DemoOptions {
+            dir: dir.path().to_path_buf(),
+            scale: 1,
+            force: false,
+        };
+        let report = crate::demo::write_demo(&opts, &mut |_: &str| {})
+            .await
+            .unwrap();
+        let mesh = meshql_catalog::Mesh::load(&report.config).unwrap();
+        let engine = MeshEngine::try_new(mesh).unwrap();
+        let user = engine.mesh().config.user("eu_analyst").unwrap();
+        let session = engine.session(Principal::from_user(user)).unwrap();
+        // Plan and run a policed query, so the catalog has resolved products.
+        let (_, stream) = session
+            .sql("SELECT count(*) FROM customers.customers")
+            .await
+            .unwrap();
+        let _: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        let reads = Arc::downgrade(&session.reads);
+        let catalog = Arc::downgrade(&session.system);
+        drop(session);
+        assert!(reads.upgrade().is_none(), "the session's state outlived it");
+        assert!(
+            catalog.upgrade().is_none(),
+            "the session's system schema outlived it"
+        );
     }
 }

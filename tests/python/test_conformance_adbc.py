@@ -156,21 +156,22 @@ def test_empty_result_keeps_its_schema(admin):
         assert cur.adbc_execute_schema("SELECT order_id FROM sales.orders").names == ["order_id"]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (open): over Flight+ADBC the final partial batch (864 of 1,500,000 rows) is "
-    "sometimes missing (~40% of runs); the same query in-process is always complete. Under "
-    "investigation; see the closing note of 2026-11-22.",
-)
 def test_result_larger_than_16_mib(admin):
     # ~1.5M rows x (8-byte int + ~20-byte string) is well over 16 MiB: messages must be split.
-    sql = "SELECT value, concat('row-number-', CAST(value AS VARCHAR)) AS label FROM generate_series(1, 1500000)"
+    # ORDER BY: without it the two partitions' batches may arrive in either order, so the last
+    # row is not necessarily 1,500,000 (tests/python/test_large_results.py checks every row).
+    sql = (
+        "SELECT value, concat('row-number-', CAST(value AS VARCHAR)) AS label "
+        "FROM generate_series(1, 1500000) ORDER BY value"
+    )
     with admin.cursor() as cur:
         cur.execute(sql)
         table = cur.fetch_arrow_table()
     assert table.num_rows == 1_500_000
     assert table.nbytes > 16 * 1024 * 1024
+    assert table.column("value")[0].as_py() == 1
     assert table.column("value")[-1].as_py() == 1_500_000
+    assert table.column("label")[-1].as_py() == "row-number-1500000"
 
 
 def test_current_catalog_and_schema(connect_as):
