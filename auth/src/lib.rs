@@ -10,6 +10,12 @@
 //! is random, kept server-side with its principal, and expires after the configured time. With
 //! `[auth.jwt]` configured, JWT bearer tokens from an identity provider are accepted too; their
 //! principals are named `jwt:<subject>` unless the configuration maps them to local users.
+//!
+//! Users change while the server runs (a catalog reload calls [`Authenticator::prepare_update`]
+//! and applies it): a session token names its user, and each request resolves the principal from
+//! the users in force *now*, so changed groups or attributes apply to open sessions at their
+//! next request. A token stops working when its user is removed or its password changes (the
+//! holder must log in again); JWTs are checked against the `[auth.jwt]` settings in force.
 
 mod credentials;
 mod jwt;
@@ -17,6 +23,8 @@ mod password;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -74,18 +82,31 @@ pub struct Identity {
 
 #[derive(Debug)]
 struct TokenEntry {
-    principal: Principal,
+    /// The local user the token was issued to; its principal is read from the users in force
+    /// at each request.
+    user: String,
+    /// The user's password hash when the token was issued: a changed password ends the session.
+    password_hash: String,
     expires: Instant,
+}
+
+/// Users and `[auth.jwt]` settings checked and ready to be put in force by
+/// [`Authenticator::apply`].
+#[derive(Debug)]
+pub struct AuthUpdate {
+    /// None: the users did not change.
+    passwords: Option<Passwords>,
+    jwt: Option<JwtVerifier>,
 }
 
 /// Checks credentials and tokens. One per server, shared by its transports (an `Arc`), so that
 /// a session token issued on one works on the others.
 #[derive(Debug)]
 pub struct Authenticator {
-    passwords: Arc<Passwords>,
+    passwords: ArcSwap<Passwords>,
     tokens: Mutex<HashMap<String, TokenEntry>>,
     ttl: Duration,
-    jwt: Option<JwtVerifier>,
+    jwt: ArcSwapOption<JwtVerifier>,
 }
 
 impl Authenticator {
@@ -112,11 +133,59 @@ impl Authenticator {
 
     fn with_jwt(config: &MeshConfig, jwt: Option<JwtVerifier>) -> Self {
         Self {
-            passwords: Arc::new(Passwords::new(&config.users)),
+            passwords: ArcSwap::from_pointee(Passwords::new(&config.users)),
             tokens: Mutex::new(HashMap::new()),
             ttl: Duration::from_secs(config.server.token_ttl_secs),
-            jwt,
+            jwt: ArcSwapOption::from_pointee(jwt),
         }
+    }
+
+    /// Checks the users and `[auth.jwt]` settings of a new configuration without putting them
+    /// in force; fails when a JWT secret or key cannot be loaded.
+    pub fn prepare_update(&self, config: &MeshConfig) -> Result<AuthUpdate, String> {
+        let jwt = config.jwt.as_ref().map(JwtVerifier::try_new).transpose()?;
+        let current = self.passwords.load();
+        let same_users = current.users.len() == config.users.len()
+            && config
+                .users
+                .iter()
+                .all(|u| current.users.get(&u.name) == Some(u));
+        Ok(AuthUpdate {
+            passwords: (!same_users).then(|| Passwords::new(&config.users)),
+            jwt,
+        })
+    }
+
+    /// Puts prepared users and JWT settings in force: the next request of every session is
+    /// authenticated against them (see the crate documentation).
+    pub fn apply(&self, update: AuthUpdate) {
+        if let Some(p) = update.passwords {
+            let mut p = p;
+            p.carry_verifications(&self.passwords.load());
+            let users = p.users.len();
+            self.passwords.store(Arc::new(p));
+            // Tokens of removed users or changed passwords are dropped at their next use;
+            // drop them now too, so they do not wait for their expiry in memory.
+            let passwords = self.passwords.load();
+            self.tokens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, e| {
+                    passwords
+                        .users
+                        .get(&e.user)
+                        .is_some_and(|u| u.password_hash == e.password_hash)
+                });
+            tracing::info!(users, "users updated");
+        }
+        self.jwt.store(update.jwt.map(Arc::new));
+    }
+
+    /// [`Authenticator::prepare_update`] then [`Authenticator::apply`].
+    pub fn update(&self, config: &MeshConfig) -> Result<(), String> {
+        let update = self.prepare_update(config)?;
+        self.apply(update);
+        Ok(())
     }
 
     /// The identity of a request: its credentials read by [`Credentials::from_headers`] (the
@@ -137,7 +206,7 @@ impl Authenticator {
     pub async fn verify(&self, credentials: Credentials) -> Result<Identity, AuthError> {
         match credentials {
             Credentials::Basic { user, password } => Ok(Identity {
-                principal: self.passwords.check(&user, &password).await?,
+                principal: self.passwords.load_full().check(&user, &password).await?,
                 kind: CredentialKind::Password,
                 token: None,
                 from_cookie: false,
@@ -189,8 +258,14 @@ impl Authenticator {
         user: &str,
         password: &str,
     ) -> Result<(String, Principal), AuthError> {
-        let principal = self.passwords.check(user, password).await?;
-        let token = self.issue(principal.clone());
+        let passwords = self.passwords.load_full();
+        let principal = passwords.check(user, password).await?;
+        let hash = passwords
+            .users
+            .get(user)
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_default();
+        let token = self.issue(user, hash);
         Ok((token, principal))
     }
 
@@ -211,10 +286,10 @@ impl Authenticator {
     /// How many argon2 password verifications this authenticator has run, for unknown users
     /// (against the dummy hash) and known ones alike (for tests and metrics).
     pub fn password_verifications(&self) -> u64 {
-        self.passwords.verifications()
+        self.passwords.load().verifications()
     }
 
-    fn issue(&self, principal: Principal) -> String {
+    fn issue(&self, user: &str, password_hash: String) -> String {
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let token = URL_SAFE_NO_PAD.encode(bytes);
@@ -224,7 +299,8 @@ impl Authenticator {
         tokens.insert(
             token.clone(),
             TokenEntry {
-                principal,
+                user: user.to_string(),
+                password_hash,
                 expires: now + self.ttl,
             },
         );
@@ -234,10 +310,22 @@ impl Authenticator {
     fn principal_for_token(&self, token: &str) -> Result<(Principal, CredentialKind), AuthError> {
         let token = token.trim();
         {
-            let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             match tokens.get(token) {
                 Some(e) if e.expires > Instant::now() => {
-                    return Ok((e.principal.clone(), CredentialKind::SessionToken))
+                    // The user as configured now: groups and attributes may have changed.
+                    let passwords = self.passwords.load();
+                    return match passwords.users.get(&e.user) {
+                        Some(u) if u.password_hash == e.password_hash => {
+                            Ok((Principal::from_user(u), CredentialKind::SessionToken))
+                        }
+                        _ => {
+                            tokens.remove(token);
+                            Err(AuthError::unauthenticated(
+                                "session ended: the account changed; authenticate again",
+                            ))
+                        }
+                    };
                 }
                 Some(_) => {
                     return Err(AuthError::unauthenticated(
@@ -247,9 +335,9 @@ impl Authenticator {
                 None => {}
             }
         }
-        match &self.jwt {
+        match self.jwt.load().as_deref() {
             Some(jwt) if token.matches('.').count() == 2 => jwt
-                .verify(token, &self.passwords.users)
+                .verify(token, &self.passwords.load().users)
                 .map(|p| (p, CredentialKind::Jwt)),
             _ => Err(AuthError::unauthenticated(
                 "invalid token; authenticate with the handshake first",
@@ -477,11 +565,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn session_tokens_follow_the_users_in_force() {
+        let mut config = config();
+        let auth = Authenticator::try_new(&config)
+            .unwrap()
+            .with_token_ttl(Duration::from_secs(600));
+        let (token, p) = auth.login("ann", "pw").await.unwrap();
+        assert!(p.has_group("sales"));
+        // Changed groups apply to the open session at its next request.
+        config.users[0].groups = vec!["marketing".into()];
+        auth.update(&config).unwrap();
+        let p = auth.authenticate(&bearer(&token)).unwrap();
+        assert!(p.has_group("marketing") && !p.has_group("sales"), "{p:?}");
+        // A changed password ends the session; the new password works.
+        config.users[0].password_hash =
+            meshql_catalog::hash_password("pw2", b"fedcba9876543210").unwrap();
+        auth.update(&config).unwrap();
+        let e = auth.authenticate(&bearer(&token)).unwrap_err();
+        assert!(matches!(e, AuthError::Unauthenticated(_)), "{e}");
+        auth.login("ann", "pw").await.unwrap_err();
+        let (token, _) = auth.login("ann", "pw2").await.unwrap();
+        auth.authenticate(&bearer(&token)).unwrap();
+        // A removed user's tokens stop working and it cannot log in.
+        config.users.clear();
+        auth.update(&config).unwrap();
+        auth.authenticate(&bearer(&token)).unwrap_err();
+        auth.login("ann", "pw2").await.unwrap_err();
+        // Unchanged users keep the same password table (no new dummy hash).
+        let before = Arc::as_ptr(&auth.passwords.load_full());
+        auth.update(&config).unwrap();
+        assert_eq!(before, Arc::as_ptr(&auth.passwords.load_full()));
+    }
+
+    #[tokio::test]
     async fn unknown_users_cost_one_real_argon2_verification() {
         let config = config();
         let auth = Authenticator::try_new(&config).unwrap();
         // The dummy hash is a real argon2 hash with the configured users' parameters.
-        let dummy = argon2::password_hash::PasswordHash::new(auth.passwords.dummy_hash()).unwrap();
+        let passwords = auth.passwords.load();
+        let dummy = argon2::password_hash::PasswordHash::new(passwords.dummy_hash()).unwrap();
         let user =
             argon2::password_hash::PasswordHash::new(&config.users[0].password_hash).unwrap();
         assert_eq!(dummy.algorithm, user.algorithm);
@@ -516,7 +638,8 @@ mod tests {
             });
         }
         let auth = Authenticator::try_new(&config).unwrap();
-        let dummy = argon2::password_hash::PasswordHash::new(auth.passwords.dummy_hash()).unwrap();
+        let passwords = auth.passwords.load();
+        let dummy = argon2::password_hash::PasswordHash::new(passwords.dummy_hash()).unwrap();
         let expected = argon2::password_hash::PasswordHash::new(&hash).unwrap();
         assert_eq!(dummy.algorithm, expected.algorithm);
         assert_eq!(dummy.params, expected.params);

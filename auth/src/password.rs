@@ -34,6 +34,11 @@ impl Passwords {
         }
     }
 
+    /// Continues the verification count of the users this replaces.
+    pub(crate) fn carry_verifications(&mut self, previous: &Passwords) {
+        *self.verifications.get_mut() += previous.verifications();
+    }
+
     /// How many argon2 verifications have run (known and unknown users alike).
     pub(crate) fn verifications(&self) -> u64 {
         self.verifications.load(Ordering::Relaxed)

@@ -41,8 +41,13 @@ pub struct MeshConfig {
     /// Directory holding one folder of product manifests per domain.
     pub catalog_dir: PathBuf,
     /// How long a product's Delta snapshot is reused before checking for new commits, in
-    /// seconds (0: check on every query). New Parquet files are seen by the next query.
+    /// whole seconds (0: check on every query); [`MeshConfig::refresh_interval`] rounded down.
+    /// New Parquet files are seen by the next query.
     pub refresh_interval_secs: u64,
+    /// `catalog.refresh_interval`: how often a running server looks for catalog changes
+    /// (manifests, policies, users) and how long a Delta snapshot is reused. Accepts sub-second
+    /// values (`"500ms"`); 0 turns the catalog reload off and checks Delta on every query.
+    pub refresh_interval: std::time::Duration,
     /// `catalog.stale_reader_group`: members may read stale products whose SLA says
     /// `on_breach = "refuse"` (default `stale_reader`).
     pub stale_reader_group: String,
@@ -278,7 +283,7 @@ pub struct DomainConfig {
 }
 
 /// One `[[users]]` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserConfig {
     pub name: String,
     /// Argon2 hash in PHC string format (`$argon2id$v=19$...`).
@@ -364,7 +369,7 @@ impl MeshConfig {
             },
         };
 
-        let mut refresh_interval_secs = DEFAULT_REFRESH_INTERVAL_SECS;
+        let mut refresh_interval = std::time::Duration::from_secs(DEFAULT_REFRESH_INTERVAL_SECS);
         let mut stale_reader_group = DEFAULT_STALE_READER_GROUP.to_string();
         let catalog_dir = match f.table("catalog") {
             Some(t) => {
@@ -376,12 +381,23 @@ impl MeshConfig {
                     }
                 }
                 if let Some(v) = t.get("refresh_interval") {
-                    refresh_interval_secs = match v {
-                        toml::Value::Integer(0) => 0,
-                        toml::Value::String(s) if s.trim() == "0" || s.trim() == "0s" => 0,
-                        _ => c
-                            .duration_secs("refresh_interval")
-                            .unwrap_or(DEFAULT_REFRESH_INTERVAL_SECS),
+                    refresh_interval = match v {
+                        toml::Value::Integer(0) => std::time::Duration::ZERO,
+                        toml::Value::String(s) if s.trim() == "0" || s.trim() == "0s" => {
+                            std::time::Duration::ZERO
+                        }
+                        // Sub-second values (`"250ms"`) and compound ones (`"1m 30s"`).
+                        toml::Value::String(s)
+                            if humantime::parse_duration(s.trim()).is_ok_and(|d| !d.is_zero()) =>
+                        {
+                            humantime::parse_duration(s.trim()).unwrap_or(
+                                std::time::Duration::from_secs(DEFAULT_REFRESH_INTERVAL_SECS),
+                            )
+                        }
+                        _ => std::time::Duration::from_secs(
+                            c.duration_secs("refresh_interval")
+                                .unwrap_or(DEFAULT_REFRESH_INTERVAL_SECS),
+                        ),
                     };
                 }
                 c.required_string("dir").map(|d| base_dir.join(d))
@@ -642,7 +658,8 @@ impl MeshConfig {
                 file: file.to_path_buf(),
                 server,
                 catalog_dir,
-                refresh_interval_secs,
+                refresh_interval_secs: refresh_interval.as_secs(),
+                refresh_interval,
                 stale_reader_group,
                 domains: domains.into_iter().map(|(_, d)| d).collect(),
                 users: users.into_iter().map(|(_, u)| u).collect(),

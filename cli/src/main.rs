@@ -260,6 +260,8 @@ async fn serve(
     http_bind: Option<String>,
     demo: bool,
 ) -> Result<(), String> {
+    // Scan before loading, so that a change racing with the load is seen at the first check.
+    let fingerprint = meshql_catalog::CatalogFingerprint::scan(config);
     let mesh = load(config)?;
     let tracer = telemetry::init(Some(&mesh.config.telemetry))
         .map_err(|e| format!("{}: {e}", config.display()))?;
@@ -294,7 +296,16 @@ async fn serve(
         Some(c) => c.engine_options(meshql_engine::EngineOptions::default()),
         None => meshql_engine::EngineOptions::default(),
     };
+    let refresh = mesh.config.refresh_interval;
     let engine = MeshEngine::try_new_with_options(mesh, options).map_err(|e| e.to_string())?;
+    // Hot reload of manifests, policies and users every `catalog.refresh_interval`.
+    let reloader = meshql_engine::Reloader::new(
+        engine.clone(),
+        config,
+        fingerprint,
+        Some(auth_reload_hook(&auth)),
+    );
+    let _reload_task = (!refresh.is_zero()).then(|| reloader.spawn(refresh));
     let listener = meshql_flight_server::bind(&addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -354,6 +365,23 @@ async fn serve(
     http?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What a catalog reload asks of the authenticator: check the new users and `[auth.jwt]`
+/// settings (a JWT key that cannot be loaded rejects the change), then put them in force.
+fn auth_reload_hook(auth: &Arc<meshql_auth::Authenticator>) -> meshql_engine::ReloadHook {
+    let auth = Arc::clone(auth);
+    meshql_engine::ReloadHook(Arc::new(move |mesh: &Mesh| {
+        let update = auth.prepare_update(&mesh.config).map_err(|e| {
+            vec![meshql_catalog::Problem::new(
+                &mesh.config.file,
+                "auth.jwt",
+                e,
+            )]
+        })?;
+        let auth = Arc::clone(&auth);
+        Ok(Box::new(move || auth.apply(update)) as meshql_engine::ReloadCommit)
+    }))
 }
 
 async fn worker(config: &Path, bind: &str) -> Result<(), String> {

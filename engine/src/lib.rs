@@ -7,6 +7,7 @@
 mod admission;
 mod audit;
 mod buckets;
+mod catalog_status;
 mod contract;
 mod delta_cache;
 pub mod demo;
@@ -22,8 +23,10 @@ mod policy_exec;
 mod product;
 mod provider;
 mod read_only;
+mod reload;
 mod scan;
 mod session;
+mod snapshot;
 mod store_metrics;
 mod system;
 pub mod telemetry;
@@ -40,9 +43,14 @@ pub use limits::Limits;
 pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
+pub use reload::{
+    CatalogStatus, Rejection, ReloadCommit, ReloadHook, ReloadOutcome, Reloader, ReloaderTask,
+    GENERATION_METRIC, RELOADS_METRIC,
+};
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,
 };
+pub use snapshot::CatalogSnapshot;
 pub use system::SYSTEM_SCHEMA;
 pub use usage::{ConsumerUsage, DayUsage, ProductUsage};
 

@@ -1,9 +1,11 @@
 //! The engine and its per-principal query sessions.
 //!
-//! [`MeshEngine`] holds what is shared: the loaded mesh, the DataFusion runtime (object stores,
+//! [`MeshEngine`] holds what is shared: the catalog in force (a [`CatalogSnapshot`] that a
+//! reload swaps atomically, see [`crate::reload`]), the DataFusion runtime (object stores,
 //! the memory pool of `memory_limit`, the spill directory, caches), the audit log, admission
 //! control and the query runtime whose large-stack threads plan and run every query.
-//! [`QuerySession`] is created per request for one principal: it owns a DataFusion
+//! [`QuerySession`] is created per request for one principal: it takes the snapshot in force
+//! once (its queries finish on that catalog even if a reload happens meanwhile) and owns a DataFusion
 //! `SessionContext` whose `mesh` catalog is built for that principal, plans SQL within meshql's
 //! read-only surface and streams results in client-facing types.
 //!
@@ -17,6 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::SchemaProvider;
@@ -28,6 +31,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
 use meshql_catalog::{Mesh, Principal};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::admission::{Admission, AdmissionStats, Permit};
@@ -42,6 +46,8 @@ use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
 use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
+use crate::reload::StatusState;
+use crate::snapshot::CatalogSnapshot;
 use crate::system::{system_schema, SystemContext, SystemSchema, SYSTEM_SCHEMA};
 
 /// A stream of result batches in client-facing types.
@@ -89,7 +95,10 @@ pub struct MeshEngine {
 
 #[derive(Debug)]
 struct Inner {
-    mesh: Arc<Mesh>,
+    /// The catalog in force; a reload swaps it (see [`crate::snapshot`]).
+    catalog: ArcSwap<CatalogSnapshot>,
+    /// What a reload reports besides the snapshot; also serializes installs.
+    status: Mutex<StatusState>,
     runtime: Arc<RuntimeEnv>,
     limits: Limits,
     /// `[engine.datafusion]`, as `datafusion.`-prefixed keys.
@@ -97,8 +106,6 @@ struct Inner {
     audit: Arc<AuditLog>,
     delta_cache: Arc<DeltaCache>,
     admission: Admission,
-    /// Replacements that take bucket roots and local paths out of caller-facing texts.
-    redaction: Arc<Vec<(String, String)>>,
     /// Applied to every query session's state (distributed execution installs itself here).
     session_hook: Option<SessionHook>,
     /// Declared last: dropped after everything that may still hold query tasks.
@@ -197,32 +204,52 @@ impl MeshEngine {
                 ),
             )
         })?;
-        let redaction = Arc::new(redaction_rules(&mesh, limits.spill_dir.as_deref()));
+        let redaction = redaction_rules(&mesh, limits.spill_dir.as_deref());
         let queries = QueryRuntime::try_new(limits.target_partitions)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                delta_cache: Arc::new(DeltaCache::new(std::time::Duration::from_secs(
-                    mesh.config.refresh_interval_secs,
-                ))),
+                delta_cache: Arc::new(DeltaCache::new(mesh.config.refresh_interval)),
                 admission: Admission::new(
                     limits.max_concurrent_queries,
                     limits.max_queries_per_user,
                     limits.queue_timeout,
                 ),
-                mesh: Arc::new(mesh),
+                catalog: ArcSwap::from_pointee(CatalogSnapshot::new(1, Arc::new(mesh), redaction)),
+                status: Mutex::new(StatusState::default()),
                 runtime,
                 limits,
                 datafusion,
                 audit: Arc::new(audit),
-                redaction,
                 session_hook,
                 queries,
             }),
         })
     }
 
-    pub fn mesh(&self) -> &Mesh {
-        &self.inner.mesh
+    /// The catalog in force now (a later call may return a newer one).
+    pub fn mesh(&self) -> Arc<Mesh> {
+        Arc::clone(self.snapshot().mesh())
+    }
+
+    /// The catalog snapshot in force now: the mesh, its generation and what is derived from it.
+    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        self.inner.catalog.load_full()
+    }
+
+    /// A snapshot of `mesh` with what the engine derives from it.
+    pub(crate) fn make_snapshot(&self, generation: u64, mesh: Arc<Mesh>) -> CatalogSnapshot {
+        let redaction = redaction_rules(&mesh, self.inner.limits.spill_dir.as_deref());
+        CatalogSnapshot::new(generation, mesh, redaction)
+    }
+
+    /// Puts `snapshot` in force.
+    pub(crate) fn swap_snapshot(&self, snapshot: Arc<CatalogSnapshot>) {
+        self.inner.catalog.store(snapshot);
+    }
+
+    /// The reload status (held while a catalog is installed).
+    pub(crate) fn status_state(&self) -> std::sync::MutexGuard<'_, StatusState> {
+        self.inner.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The limits in force.
@@ -317,19 +344,28 @@ impl MeshEngine {
     /// Parses and type-checks every policy against the contracts; returns
     /// `(file, field, problem)` for each invalid one. Reads no data.
     pub fn check_policies(&self) -> Vec<(std::path::PathBuf, String, String)> {
+        self.check_policies_of(&self.mesh())
+    }
+
+    /// [`MeshEngine::check_policies`] of another catalog (one about to be installed).
+    pub(crate) fn check_policies_of(
+        &self,
+        mesh: &Mesh,
+    ) -> Vec<(std::path::PathBuf, String, String)> {
         let state = SessionStateBuilder::new()
             .with_config(self.session_config("public"))
             .with_runtime_env(Arc::clone(&self.inner.runtime))
             .with_default_features()
             .build();
-        crate::policy::check_policies(&state, &self.inner.mesh)
+        crate::policy::check_policies(&state, mesh)
     }
 
     /// Checks every product's data against its contract; returns `(product, problem)` pairs.
     pub async fn check_data(&self) -> Vec<(String, String)> {
         let config = self.session_config("public");
         let mut out = Vec::new();
-        for d in &self.inner.mesh.domains {
+        let mesh = self.mesh();
+        for d in &mesh.domains {
             for p in &d.products {
                 if let Err(problems) = check_product(&self.inner.runtime, &config, d, p).await {
                     out.extend(problems.into_iter().map(|m| (p.qualified_name(), m)));
@@ -337,11 +373,6 @@ impl MeshEngine {
             }
         }
         out
-    }
-
-    /// The error as the caller sees it: bucket roots and local paths taken out of its text.
-    fn client_error(&self, e: EngineError) -> EngineError {
-        e.redact(&self.inner.redaction)
     }
 }
 
@@ -525,6 +556,8 @@ fn placeholder_index(id: &str) -> (usize, String) {
 /// One principal's view of the mesh, for one request.
 pub struct QuerySession {
     engine: MeshEngine,
+    /// The catalog this session was created on; all its queries use it.
+    snapshot: Arc<CatalogSnapshot>,
     principal: Principal,
     ctx: SessionContext,
     system: Arc<SystemSchema>,
@@ -578,7 +611,8 @@ impl QuerySession {
             builder = (hook.0)(builder);
         }
         let state = builder.build();
-        let mesh = Arc::clone(&engine.inner.mesh);
+        let snapshot = engine.snapshot();
+        let mesh = Arc::clone(snapshot.mesh());
         let visible_columns = |domain: &str, product: &str| -> Option<Vec<String>> {
             mesh.access(&principal, domain, product)
                 .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
@@ -589,7 +623,8 @@ impl QuerySession {
             visible_columns: &visible_columns,
             audit: &engine.inner.audit,
             principal: &principal,
-            redaction: &engine.inner.redaction,
+            redaction: &snapshot.redaction,
+            status: &engine.catalog_status(),
         })?;
         let reads = Arc::new(ReadLog::default());
         // The state for policy expressions is built on its own, not cloned from `state`:
@@ -620,6 +655,7 @@ impl QuerySession {
         );
         Ok(Self {
             engine,
+            snapshot,
             principal,
             ctx,
             system,
@@ -642,9 +678,19 @@ impl QuerySession {
         &self.principal
     }
 
+    /// The catalog snapshot this session (and every query it runs) uses.
+    pub fn snapshot(&self) -> &Arc<CatalogSnapshot> {
+        &self.snapshot
+    }
+
+    /// The error as this session's caller sees it.
+    fn client_error(&self, e: EngineError) -> EngineError {
+        e.redact(&self.snapshot.redaction)
+    }
+
     /// The schemas (domains with something visible, then `meshql`) this principal can see.
     pub fn schemas(&self) -> Vec<String> {
-        let mesh = &self.engine.inner.mesh;
+        let mesh = self.snapshot.mesh();
         let mut out: Vec<String> = mesh
             .domains
             .iter()
@@ -663,7 +709,7 @@ impl QuerySession {
     /// Every table this principal can see, described from the catalog without touching storage.
     pub async fn tables(&self) -> Result<Vec<TableInfo>> {
         let mut out = Vec::new();
-        let mesh = &self.engine.inner.mesh;
+        let mesh = self.snapshot.mesh();
         for p in mesh.products() {
             let Some(access) = mesh.policies.access(&self.principal, &p.manifest) else {
                 continue;
@@ -742,7 +788,7 @@ impl QuerySession {
                     .await
             }
         }
-        .map_err(|e| self.engine.client_error(e));
+        .map_err(|e| self.client_error(e));
         if let Err(e) = &planned {
             let oversized = matches!(
                 e,
@@ -834,7 +880,7 @@ impl QuerySession {
         let stream = match started {
             Ok(s) => s,
             Err(e) => {
-                let e = self.engine.client_error(e);
+                let e = self.client_error(e);
                 audit.finish("error", Some(e.to_string()));
                 return Err(e);
             }
@@ -863,7 +909,7 @@ impl QuerySession {
             inner: forwarded,
             audit,
             permit: Some(permit),
-            redaction: Arc::clone(&inner.redaction),
+            redaction: Arc::clone(&self.snapshot.redaction),
             shorten_output,
         }))
     }
@@ -885,7 +931,7 @@ impl QuerySession {
                     .map_err(EngineError::from_datafusion)
             })
             .await
-            .map_err(|e| self.engine.client_error(e))
+            .map_err(|e| self.client_error(e))
     }
 
     /// Plans and executes one SQL statement.
@@ -1117,7 +1163,8 @@ mod tests {
             .unwrap();
         let mesh = meshql_catalog::Mesh::load(&report.config).unwrap();
         let engine = MeshEngine::try_new(mesh).unwrap();
-        let user = engine.mesh().config.user("eu_analyst").unwrap();
+        let mesh = engine.mesh();
+        let user = mesh.config.user("eu_analyst").unwrap();
         let session = engine.session(Principal::from_user(user)).unwrap();
         // Plan and run a policed query, so the catalog has resolved products.
         let (_, stream) = session

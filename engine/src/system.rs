@@ -1,5 +1,5 @@
 //! The `meshql` system schema: the catalog itself as tables (`domains`, `products`,
-//! `columns`, `audit`, `usage`), built from the manifests for the calling principal.
+//! `columns`, `audit`, `usage`, `catalog_status`), built from the manifests for the calling principal.
 //!
 //! Everything is filtered to what the caller may see: products and columns it cannot see are
 //! absent (`columns.ordinal` and `products.columns` number and count only visible columns),
@@ -65,6 +65,8 @@ pub(crate) struct SystemContext<'a> {
     pub(crate) principal: &'a Principal,
     /// Replacements that take bucket roots and local paths out of texts shown to non-admins.
     pub(crate) redaction: &'a Arc<Vec<(String, String)>>,
+    /// The reload status, for `meshql.catalog_status`.
+    pub(crate) status: &'a crate::reload::CatalogStatus,
 }
 
 /// Builds the system schema for one principal.
@@ -76,6 +78,7 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
         audit,
         principal,
         redaction,
+        status,
     } = cx;
     let admin = principal.has_group(AUDIT_ADMIN_GROUP);
     let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
@@ -225,7 +228,9 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
             )),
         ],
     )?;
+    let status_table = crate::catalog_status::catalog_status_table(status, mesh, principal)?;
     for (name, t) in [
+        ("catalog_status", status_table),
         ("domains", domains_table),
         ("products", products_table),
         ("columns", columns_table),

@@ -194,12 +194,11 @@ pub(crate) async fn run_small(
 /// The product `domain.name` if the viewer can see it; otherwise the not-found error that a
 /// product that does not exist gets.
 fn visible_product<'a>(
-    state: &'a AppState,
+    mesh: &'a meshql_catalog::Mesh,
     viewer: &Viewer,
     domain: &str,
     name: &str,
 ) -> Result<(&'a Product, meshql_catalog::ProductAccess<'a>), ApiError> {
-    let mesh = state.inner.engine.mesh();
     let not_found = || ApiError::ProductNotFound(format!("{domain}.{name}"));
     let product = mesh.product(domain, name).ok_or_else(not_found)?;
     let access = mesh
@@ -261,7 +260,8 @@ pub(crate) async fn product(
     headers: HeaderMap,
     Path((domain, name)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let (product, access) = visible_product(&state, &viewer, &domain, &name)?;
+    let mesh = state.inner.engine.mesh();
+    let (product, access) = visible_product(&mesh, &viewer, &domain, &name)?;
     let m = &product.manifest;
     let qualified = product.qualified_name();
     let columns: Vec<Value> = access
@@ -367,7 +367,8 @@ pub(crate) async fn preview(
     Path((domain, name)): Path<(String, String)>,
     Query(q): Query<PreviewQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let (product, _) = visible_product(&state, &viewer, &domain, &name)?;
+    let mesh = state.inner.engine.mesh();
+    let (product, _) = visible_product(&mesh, &viewer, &domain, &name)?;
     let limit = q.limit.unwrap_or(PREVIEW_ROWS).clamp(1, MAX_PREVIEW_ROWS);
     // Names are catalog identifiers (lowercase letters, digits, `_`): safe to quote as is.
     let sql = format!(

@@ -89,7 +89,7 @@ async fn run_one(engine: &MeshEngine, request: &Value) -> Result<Value, String> 
     let sql = request["sql"].as_str().ok_or("request without \"sql\"")?;
     let user = request["user"].as_str().unwrap_or("admin");
     let out = request["out"].as_str().map(PathBuf::from);
-    let principal = principal(engine.mesh(), user)?;
+    let principal = principal(&engine.mesh(), user)?;
     let started = Instant::now();
     let session = engine.session(principal).map_err(|e| e.to_string())?;
     let (schema, mut stream) = session.sql(sql).await.map_err(|e| e.to_string())?;
