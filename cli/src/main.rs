@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod publish;
 mod telemetry;
 use futures::StreamExt;
 use meshql_catalog::{CatalogError, Mesh, Principal};
@@ -103,6 +104,36 @@ enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Publish data products (see docs/publishing.md).
+    Product {
+        #[command(subcommand)]
+        command: ProductCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProductCommand {
+    /// Validate a manifest, check the data against its contract, refuse a breaking change
+    /// without a major version bump, and install it atomically into the catalog (a running
+    /// server picks it up within catalog.refresh_interval).
+    ///
+    /// Exit codes: 0 published (or would be, with --dry-run); 1 breaking change without a
+    /// major version bump; 3 version refused; 4 invalid manifest or catalog; 5 data does not
+    /// match the contract; 6 a quality rule of severity error fails; 7 the published manifest
+    /// changed meanwhile (run again); 8 could not run.
+    Publish {
+        /// The mesh configuration (meshql.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Check everything but install nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How far back the audit log is searched for affected readers.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// The product manifest to publish.
+        manifest: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +152,26 @@ enum CatalogCommand {
     },
     /// Hash a password (read from standard input) for a user's `password_hash`.
     HashPassword,
+    /// Compare a manifest with the published version of its product: the changes, the verdict,
+    /// and who it would break (principals and recent queries from the audit log that read the
+    /// affected columns).
+    ///
+    /// Exit codes: 0 accepted; 1 breaking without a major version bump; 3 version refused
+    /// (changed without a new version, or going backwards); 4 invalid manifest or catalog;
+    /// 8 could not run.
+    Diff {
+        /// The mesh configuration (meshql.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = publish::DiffFormat::Text)]
+        format: publish::DiffFormat,
+        /// How far back the audit log is searched for affected readers.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// The proposed product manifest.
+        manifest: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -196,6 +247,24 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Catalog {
             command: CatalogCommand::Lint { config, data },
         } => lint(&config, data).await,
+        Command::Catalog {
+            command:
+                CatalogCommand::Diff {
+                    config,
+                    format,
+                    since,
+                    manifest,
+                },
+        } => Ok(publish::diff(&config, &manifest, format, since).await),
+        Command::Product {
+            command:
+                ProductCommand::Publish {
+                    config,
+                    dry_run,
+                    since,
+                    manifest,
+                },
+        } => Ok(publish::publish(&config, &manifest, dry_run, since).await),
         Command::Catalog {
             command: CatalogCommand::HashPassword,
         } => {

@@ -360,6 +360,20 @@ impl MeshEngine {
         crate::policy::check_policies(&state, mesh)
     }
 
+    /// Checks one product's data (`domain.name`) against its contract, as
+    /// [`MeshEngine::check_data`] does for every product; an unknown product is a problem.
+    pub async fn check_product_data(&self, domain: &str, name: &str) -> Vec<String> {
+        let mesh = self.mesh();
+        let (Some(d), Some(p)) = (mesh.domain(domain), mesh.product(domain, name)) else {
+            return vec![format!("unknown product `{domain}.{name}`")];
+        };
+        let config = self.session_config("public");
+        match check_product(&self.inner.runtime, &config, d, p).await {
+            Ok(()) => Vec::new(),
+            Err(problems) => problems,
+        }
+    }
+
     /// Checks every product's data against its contract; returns `(product, problem)` pairs.
     pub async fn check_data(&self) -> Vec<(String, String)> {
         let config = self.session_config("public");
