@@ -20,8 +20,10 @@ mod quality;
 mod types;
 
 pub use config::{
-    AuditConfig, DomainConfig, JwtConfig, MeshConfig, ServerConfig, TlsConfig, UserConfig,
-    DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_STALE_READER_GROUP, ENV_PREFIX,
+    AuditConfig, DomainConfig, JwtConfig, MeshConfig, QualityConfig, ServerConfig, TlsConfig,
+    UserConfig, DEFAULT_BIND, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_QUALITY_CHECK_INTERVAL_SECS,
+    DEFAULT_QUALITY_MAX_CONCURRENT_CHECKS, DEFAULT_QUALITY_MEMORY_LIMIT_BYTES,
+    DEFAULT_STALE_READER_GROUP, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use evolution::{diff, is_major_bump, is_widening, Change, ChangeKind, ContractDiff, Verdict};

@@ -21,6 +21,20 @@ pub enum EngineError {
         column: String,
         message: String,
     },
+    /// The query reads a product whose data is older than its freshness SLA, the SLA says
+    /// `on_breach = "refuse"` and the principal is not a stale reader.
+    #[error(
+        "product `{product}` is stale: its data is {age} old, past its freshness SLA of {sla} \
+         (on_breach = \"refuse\"); members of group `{stale_reader_group}` may still read it"
+    )]
+    ProductStale {
+        product: String,
+        /// The SLA as written in the contract, e.g. `6h`.
+        sla: String,
+        /// The age of the product's data, e.g. `7h 12m`.
+        age: String,
+        stale_reader_group: String,
+    },
     /// The statement is outside meshql's read-only SQL surface.
     #[error("{0}")]
     ReadOnly(String),
@@ -53,6 +67,7 @@ impl EngineError {
             DataFusionError::Context(ctx, inner) => match EngineError::from_datafusion(*inner) {
                 e @ (EngineError::ProductUnavailable { .. }
                 | EngineError::ContractViolation { .. }
+                | EngineError::ProductStale { .. }
                 | EngineError::AccessDenied { .. }) => e,
                 other => EngineError::Execution(format!("{ctx}: {other}")),
             },
@@ -88,6 +103,7 @@ impl EngineError {
             EngineError::Catalog(_)
             | EngineError::ProductUnavailable { .. }
             | EngineError::ContractViolation { .. }
+            | EngineError::ProductStale { .. }
             | EngineError::ResourcesExhausted(_)
             | EngineError::Internal(_) => false,
         }

@@ -25,6 +25,7 @@ use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
 use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
+use crate::quality_store::QualityStore;
 use crate::system::{system_schema, SystemSchema, SYSTEM_SCHEMA};
 use datafusion::catalog::SchemaProvider;
 use std::time::Instant;
@@ -67,6 +68,8 @@ struct Inner {
     locations: Vec<(String, String)>,
     audit: Arc<AuditLog>,
     delta_cache: Arc<DeltaCache>,
+    /// Quality results, background checks and observations of products' storage.
+    quality: Arc<QualityStore>,
 }
 
 impl MeshEngine {
@@ -99,8 +102,15 @@ impl MeshEngine {
                 mesh.config.audit.file
             ))
         })?;
+        let quality = Arc::new(QualityStore::try_new(
+            &mesh,
+            &runtime,
+            options.target_partitions,
+            options.batch_size,
+        )?);
         Ok(Self {
             inner: Arc::new(Inner {
+                quality,
                 delta_cache: Arc::new(DeltaCache::new(std::time::Duration::from_secs(
                     mesh.config.refresh_interval_secs,
                 ))),
@@ -115,6 +125,18 @@ impl MeshEngine {
 
     pub fn mesh(&self) -> &Mesh {
         &self.inner.mesh
+    }
+
+    /// Starts the background quality monitor (`meshql serve` does): every `[quality]
+    /// check_interval` it observes each product's data and checks the rules of products whose
+    /// data version has no result yet, within the checks' concurrency and memory bounds. It
+    /// stops when the engine is dropped. Needs a Tokio runtime.
+    pub fn spawn_quality_monitor(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::quality_store::run_monitor(
+            Arc::clone(&self.inner.mesh),
+            Arc::clone(&self.inner.runtime),
+            Arc::downgrade(&self.inner.quality),
+        ))
     }
 
     /// A session for one principal.
@@ -301,6 +323,9 @@ pub struct TableInfo {
     pub primary_key: Vec<String>,
     /// The contract's description of each column of `arrow_schema`, in the same order.
     pub column_descriptions: Vec<String>,
+    /// The product's last known status (`healthy`, or e.g. `failing: error rule ... failed`),
+    /// from earlier observations only (None before any, and for system tables).
+    pub status: Option<String>,
 }
 
 impl std::fmt::Debug for QuerySession {
@@ -334,6 +359,7 @@ impl QuerySession {
             &engine.inner.runtime,
             &visible_columns,
             audit_records,
+            (&engine.inner.quality, &principal),
         )?;
         let reads = Arc::new(ReadLog::default());
         let shared = Arc::new(SessionShared {
@@ -344,6 +370,7 @@ impl QuerySession {
             state: state.clone(),
             reads: Arc::clone(&reads),
             delta_cache: Arc::clone(&engine.inner.delta_cache),
+            quality: Arc::clone(&engine.inner.quality),
         });
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
@@ -424,6 +451,12 @@ impl QuerySession {
                     .map(|c| c.name.clone())
                     .collect(),
                 column_descriptions: visible.iter().map(|c| c.description.clone()).collect(),
+                status: crate::product_status::known_status(
+                    mesh,
+                    &self.engine.inner.quality,
+                    &self.principal,
+                    p,
+                ),
             });
         }
         for name in self.system.table_names() {
@@ -440,6 +473,7 @@ impl QuerySession {
                     owner: String::new(),
                     version: String::new(),
                     primary_key: Vec::new(),
+                    status: None,
                 });
             }
         }

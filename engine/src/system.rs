@@ -3,7 +3,10 @@
 //!
 //! `meshql.products` also shows each product's freshness: its current Delta version (or Parquet
 //! file count), when its data last changed, its contract's freshness SLA and whether the SLA is
-//! met now. Only querying that table reads storage (listing files, the Delta log); listing
+//! met now, and its status (`healthy`, `warning`, `at_risk`, `stale`, `failing`,
+//! `unavailable`; see `product_status`). `meshql.quality`, `meshql.lineage` and
+//! `meshql.column_lineage` come from `product_status`. Only querying `products` and `quality`
+//! reads storage (listing files, the Delta log; quality checks run in the background); listing
 //! tables and every metadata call answer from the catalog alone.
 
 use std::sync::Arc;
@@ -11,21 +14,19 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use arrow::array::TimestampMicrosecondArray;
 use arrow::datatypes::{SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use futures::StreamExt;
-use meshql_catalog::{Format, Mesh};
-use object_store::ObjectStoreExt;
+use meshql_catalog::Mesh;
 
 use crate::audit::AuditRecord;
 use crate::error::{EngineError, Result};
+use crate::quality_store::QualityStore;
+use meshql_catalog::Principal;
 
 /// Name of the system schema.
 pub const SYSTEM_SCHEMA: &str = "meshql";
@@ -55,12 +56,15 @@ pub(crate) fn system_schema(
     runtime: &Arc<RuntimeEnv>,
     visible_columns: &dyn Fn(&str, &str) -> Option<Vec<String>>,
     audit: Vec<AuditRecord>,
+    (quality, principal): (&Arc<QualityStore>, &Principal),
 ) -> Result<Arc<SystemSchema>> {
     let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
     let mut schema = SystemSchema {
         tables: BTreeMap::new(),
         mesh: Arc::clone(mesh),
         runtime: Arc::clone(runtime),
+        quality: Arc::clone(quality),
+        principal: principal.clone(),
     };
     let domains: Vec<_> = mesh
         .domains
@@ -226,8 +230,8 @@ pub(crate) fn system_schema(
     Ok(Arc::new(schema))
 }
 
-/// How long one product's freshness check may take before it is reported unavailable.
-const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(10);
+/// System tables computed when they are read (`product_status`).
+const HEALTH_TABLES: &[&str] = &["quality", "lineage", "column_lineage"];
 
 /// The system schema of one session.
 #[derive(Debug)]
@@ -235,6 +239,8 @@ pub(crate) struct SystemSchema {
     tables: BTreeMap<String, Arc<MemTable>>,
     mesh: Arc<Mesh>,
     runtime: Arc<RuntimeEnv>,
+    quality: Arc<QualityStore>,
+    principal: Principal,
 }
 
 fn freshness_fields() -> Vec<Field> {
@@ -247,13 +253,23 @@ fn freshness_fields() -> Vec<Field> {
             true,
         ),
         Field::new("sla_met", DataType::Boolean, true),
-        s("status", false),
     ]
+    .into_iter()
+    .chain(crate::product_status::product_status_fields())
+    .collect()
 }
 
 impl SystemSchema {
     /// The schema of a system table, without reading anything.
     pub(crate) fn schema_of(&self, name: &str) -> Option<SchemaRef> {
+        match name {
+            "quality" => return Some(Arc::new(crate::product_status::quality_schema())),
+            "lineage" => return Some(Arc::new(crate::product_status::lineage_schema())),
+            "column_lineage" => {
+                return Some(Arc::new(crate::product_status::column_lineage_schema()))
+            }
+            _ => {}
+        }
         let t = self.tables.get(name)?;
         if name == "products" {
             let mut fields: Vec<Field> = t
@@ -294,149 +310,94 @@ impl SystemSchema {
         use arrow::array::AsArray;
         let domains = batch.column(0).as_string::<i32>().clone();
         let names = batch.column(1).as_string::<i32>().clone();
-        let checks = (0..batch.num_rows()).map(|i| {
-            let (d, n) = (domains.value(i).to_string(), names.value(i).to_string());
-            async move {
-                match tokio::time::timeout(FRESHNESS_TIMEOUT, self.freshness(&d, &n)).await {
-                    Ok(f) => f,
-                    Err(_) => {
-                        Freshness::unavailable("timed out reading the product's storage".into())
-                    }
-                }
-            }
-        });
-        let fresh: Vec<Freshness> = futures::future::join_all(checks).await;
-        let now_us = chrono::Utc::now().timestamp_micros();
-        let sla_met: Vec<Option<bool>> = (0..batch.num_rows())
-            .map(|i| {
-                let p = self.mesh.product(domains.value(i), names.value(i))?;
-                let (_, secs) = p.manifest.sla.freshness.as_ref()?;
-                let last = fresh[i].last_modified_us?;
-                Some(now_us - last <= *secs as i64 * 1_000_000)
-            })
+        let products: Vec<&meshql_catalog::Product> = (0..batch.num_rows())
+            .filter_map(|i| self.mesh.product(domains.value(i), names.value(i)))
             .collect();
+        if products.len() != batch.num_rows() {
+            return Err(EngineError::Internal("products table out of date".into()));
+        }
+        let cx = crate::product_status::HealthContext {
+            mesh: &self.mesh,
+            runtime: &self.runtime,
+            store: &self.quality,
+            principal: &self.principal,
+        };
+        let health = crate::product_status::products_health(&cx, &products).await;
+        let state = |h: &crate::product_status::ProductHealth| h.state.as_ref().ok().cloned();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(
-            fresh.iter().map(|f| f.version).collect::<Vec<_>>(),
+            health
+                .iter()
+                .map(|h| state(h).and_then(|s| s.delta_version))
+                .collect::<Vec<_>>(),
         )));
         columns.push(Arc::new(Int64Array::from(
-            fresh.iter().map(|f| f.files).collect::<Vec<_>>(),
+            health
+                .iter()
+                .map(|h| state(h).and_then(|s| s.files))
+                .collect::<Vec<_>>(),
         )));
         columns.push(Arc::new(
             TimestampMicrosecondArray::from(
-                fresh.iter().map(|f| f.last_modified_us).collect::<Vec<_>>(),
+                health
+                    .iter()
+                    .map(|h| state(h).and_then(|s| s.last_modified_us))
+                    .collect::<Vec<_>>(),
             )
             .with_timezone("UTC"),
         ));
-        columns.push(Arc::new(BooleanArray::from(sla_met)));
-        columns.push(strings(fresh.iter().map(|f| Some(f.status.as_str()))));
+        columns.push(Arc::new(BooleanArray::from(
+            health.iter().map(|h| h.sla_met).collect::<Vec<_>>(),
+        )));
+        columns.push(strings(health.iter().map(|h| Some(h.status.as_str()))));
+        columns.push(strings(health.iter().map(|h| Some(h.detail.as_str()))));
+        columns.push(strings(
+            health.iter().map(|h| h.at_risk_upstream.as_deref()),
+        ));
         let schema = self
             .schema_of("products")
             .ok_or_else(|| EngineError::Internal("no products schema".into()))?;
         let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         table(fields, columns)
     }
-
-    async fn freshness(&self, domain: &str, product: &str) -> Freshness {
-        let (Some(d), Some(p)) = (self.mesh.domain(domain), self.mesh.product(domain, product))
-        else {
-            return Freshness::unavailable("unknown product".into());
-        };
-        let url = match crate::product::product_url(d, p) {
-            Ok(u) => u,
-            Err(e) => return Freshness::unavailable(e.to_string()),
-        };
-        match p.manifest.format {
-            Format::Delta => match crate::product::open_delta(&self.runtime, &url, None).await {
-                Err(e) => Freshness::unavailable(e),
-                Ok(table) => {
-                    let files = table.get_file_uris().map(|f| f.count() as i64).ok();
-                    let last = match table.history(Some(1)).next().await {
-                        Some(Ok(commit)) => commit.timestamp.map(|ms| ms * 1000),
-                        _ => None,
-                    };
-                    Freshness {
-                        version: table.version().and_then(|v| i64::try_from(v).ok()),
-                        files,
-                        last_modified_us: last,
-                        status: "ok".into(),
-                    }
-                }
-            },
-            Format::Parquet => {
-                let store = match ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
-                    .map_err(|e| e.to_string())
-                    .and_then(|u| self.runtime.object_store(&u).map_err(|e| e.to_string()))
-                {
-                    Ok(s) => s,
-                    Err(e) => return Freshness::unavailable(e),
-                };
-                let path = match object_store::path::Path::from_url_path(url.path()) {
-                    Ok(p) => p,
-                    Err(e) => return Freshness::unavailable(e.to_string()),
-                };
-                if let Ok(meta) = store.head(&path).await {
-                    return Freshness {
-                        version: None,
-                        files: Some(1),
-                        last_modified_us: Some(meta.last_modified.timestamp_micros()),
-                        status: "ok".into(),
-                    };
-                }
-                let mut files = 0i64;
-                let mut last: Option<i64> = None;
-                let mut listing = store.list(Some(&path));
-                while let Some(item) = listing.next().await {
-                    match item {
-                        Ok(meta) if meta.location.as_ref().ends_with(".parquet") => {
-                            files += 1;
-                            let t = meta.last_modified.timestamp_micros();
-                            last = Some(last.map_or(t, |l: i64| l.max(t)));
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Freshness::unavailable(e.to_string()),
-                    }
-                }
-                if files == 0 {
-                    return Freshness::unavailable(format!("no Parquet files at {url}"));
-                }
-                Freshness {
-                    version: None,
-                    files: Some(files),
-                    last_modified_us: last,
-                    status: "ok".into(),
-                }
-            }
-        }
-    }
-}
-
-/// What a product's storage says about its freshness.
-struct Freshness {
-    version: Option<i64>,
-    files: Option<i64>,
-    last_modified_us: Option<i64>,
-    status: String,
-}
-
-impl Freshness {
-    fn unavailable(message: String) -> Self {
-        Self {
-            version: None,
-            files: None,
-            last_modified_us: None,
-            status: format!("unavailable: {message}"),
-        }
-    }
 }
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        self.tables.keys().cloned().collect()
+        let mut names: Vec<String> = self.tables.keys().cloned().collect();
+        names.extend(HEALTH_TABLES.iter().map(|t| t.to_string()));
+        names.sort();
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let cx = crate::product_status::HealthContext {
+            mesh: &self.mesh,
+            runtime: &self.runtime,
+            store: &self.quality,
+            principal: &self.principal,
+        };
+        match name {
+            "quality" => {
+                return Ok(Some(
+                    crate::product_status::quality_table(&cx).await? as Arc<dyn TableProvider>,
+                ))
+            }
+            "lineage" => {
+                return Ok(Some(
+                    crate::product_status::lineage_table(&self.mesh, &self.principal)?
+                        as Arc<dyn TableProvider>,
+                ))
+            }
+            "column_lineage" => {
+                return Ok(Some(crate::product_status::column_lineage_table(
+                    &self.mesh,
+                    &self.principal,
+                )? as Arc<dyn TableProvider>))
+            }
+            _ => {}
+        }
         if name == "products" {
             return Ok(Some(
                 self.products_with_freshness().await? as Arc<dyn TableProvider>,
@@ -458,6 +419,6 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.tables.contains_key(name)
+        self.tables.contains_key(name) || HEALTH_TABLES.contains(&name)
     }
 }

@@ -18,6 +18,7 @@ pub(crate) fn engine_status(e: EngineError) -> Status {
         EngineError::Catalog(_) => Status::internal(msg),
         EngineError::ProductUnavailable { .. } => Status::unavailable(msg),
         EngineError::ContractViolation { .. } => Status::failed_precondition(msg),
+        EngineError::ProductStale { .. } => Status::failed_precondition(msg),
         EngineError::ReadOnly(_) => Status::permission_denied(msg),
         EngineError::AccessDenied { .. } => Status::permission_denied(msg),
         EngineError::Plan(_) => Status::invalid_argument(msg),
