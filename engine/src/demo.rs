@@ -396,12 +396,6 @@ name = "region_known"
 rule = "accepted_values"
 column = "region"
 values = ["EU", "NA", "APAC"]
-
-[[quality]]
-name = "tier_known"
-rule = "accepted_values"
-column = "tier"
-values = ["bronze", "silver", "gold", "platinum"]
 "#,
     },
     ProductDef {
@@ -563,12 +557,6 @@ min = 1
 name = "stock_key_unique"
 rule = "unique"
 columns = ["sku", "warehouse"]
-
-[[quality]]
-name = "on_hand_not_negative"
-rule = "range"
-column = "on_hand"
-min = 0
 
 [[quality]]
 name = "warehouse_known"

@@ -97,7 +97,7 @@ pub(crate) fn parse_safe_for(
 ) -> std::result::Result<Expr, String> {
     let expr = state
         .create_logical_expr(sql, schema)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::EngineError::from_datafusion(e).to_string())?;
     let mut problem: Option<String> = None;
     let _ = expr.apply(|e| {
         let bad = match e {

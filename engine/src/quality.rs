@@ -250,12 +250,44 @@ fn expr(state: &SessionState, sql: &str, schema: &DFSchema) -> std::result::Resu
     parse_safe_for(state, sql, schema, "quality rules")
 }
 
+/// True when the SQL expression holds a subquery (checked on the syntax, before planning, so
+/// that a subquery naming another product is reported as such rather than as an unknown
+/// table).
+fn has_subquery(sql: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Expr as SqlExpr};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let Ok(parsed) = Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return false;
+    };
+    let found = visit_expressions(&parsed, |e| {
+        if matches!(
+            e,
+            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+        ) {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    });
+    found.is_break()
+}
+
 /// Parses an `sql` rule's predicate and checks that it is boolean.
 pub(crate) fn predicate(
     state: &SessionState,
     sql: &str,
     schema: &DFSchema,
 ) -> std::result::Result<Expr, String> {
+    if has_subquery(sql) {
+        return Err(
+            "subqueries (and so references to other products) are not allowed in quality rules"
+                .to_string(),
+        );
+    }
     let e = expr(state, sql, schema)?;
     match e.get_type(schema) {
         Ok(DataType::Boolean | DataType::Null) => Ok(e),
@@ -802,8 +834,13 @@ pub(crate) fn check_runtime(
     let pool = Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(
         usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX),
     ));
-    let mut builder =
-        datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool);
+    let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(pool)
+        // No list-files cache: a check reads the files of the data version it checks.
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        );
     if let Some(main) = stores {
         builder = builder.with_object_store_registry(Arc::clone(&main.object_store_registry));
     }

@@ -79,7 +79,14 @@ impl MeshEngine {
     }
 
     pub fn try_new_with_options(mesh: Mesh, options: EngineOptions) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        // No list-files cache: DataFusion's default keeps a Parquet listing forever, and new
+        // files must be seen by the next query.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(
+                datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                    .with_list_files_cache_limit(0),
+            )
+            .build_arc()?;
         crate::buckets::register_domain_stores(&runtime, &mesh)?;
         let mut locations = Vec::new();
         for d in &mesh.domains {
