@@ -272,11 +272,32 @@ pub(crate) fn sla_breach(
     })
 }
 
-/// A duration for people, to the minute past an hour (`7h 12m`, `3days 2h 5m`, `42s`).
+/// A duration for people, in the two largest units the SLA notation uses: `3d 2h`, `7h 12m`,
+/// `5m 3s`, `42s` (a zero second unit is left out: `1d`, `2h`).
 pub(crate) fn format_age(d: Duration) -> String {
     let secs = d.as_secs();
-    let secs = if secs >= 3600 { secs - secs % 60 } else { secs };
-    humantime::format_duration(Duration::from_secs(secs)).to_string()
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    let two = |a: u64, ua: &str, b: u64, ub: &str| {
+        if b == 0 {
+            format!("{a}{ua}")
+        } else {
+            format!("{a}{ua} {b}{ub}")
+        }
+    };
+    if days > 0 {
+        two(days, "d", hours, "h")
+    } else if hours > 0 {
+        two(hours, "h", minutes, "m")
+    } else if minutes > 0 {
+        two(minutes, "m", seconds, "s")
+    } else {
+        format!("{seconds}s")
+    }
 }
 
 /// What a query may do with a product, given its freshness SLA.

@@ -11,8 +11,7 @@
 //!   accepted);
 //! - each `unique` rule is a grouped aggregate over its key columns (`GROUP BY key HAVING
 //!   count(*) > 1`, rows with a NULL in the key left out), then counted; it reads only the key
-//!   columns. The parts are cross-joined (each yields one row) and DataFusion runs them in one
-//!   plan. With Parquet and Delta (columnar) each column is still read about once: the extra
+//!   columns. The parts are cross-joined (each yields one row) into one plan. With Parquet and Delta (columnar) each column is still read about once: the extra
 //!   scan of a `unique` rule reads only its key columns, and keeps its hash table out of the
 //!   single-pass aggregate (whose state stays a few numbers per rule).
 //!

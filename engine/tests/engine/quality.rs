@@ -610,7 +610,7 @@ async fn on_breach_refuse_refuses_stale_reads_naming_the_sla() {
             } => {
                 assert_eq!(product, "shipping.shipments");
                 assert_eq!(sla, "6h");
-                assert!(age.starts_with("1day 2h"), "{age}");
+                assert!(age.starts_with("1d 2h"), "{age}");
             }
             other => panic!("{user}: {other:?}"),
         }
@@ -693,7 +693,7 @@ async fn on_breach_warn_reads_and_records_the_breach() {
     let read = &session.reads()[0];
     assert_eq!(read.product, "shipping.shipments");
     let breach = read.sla_breach.clone().unwrap();
-    assert!(breach.starts_with("data is 1day"), "{breach}");
+    assert!(breach.starts_with("data is 1d"), "{breach}");
     // The audit record (meshql.audit) carries it.
     let b = query_as(&engine, "shipping_ds", "SELECT products FROM meshql.audit")
         .await
