@@ -423,15 +423,13 @@ mod tests {
 
     #[test]
     fn ages_read_like_durations() {
-        assert_eq!(format_age(Duration::from_secs(42)), "42s");
-        assert_eq!(
-            format_age(Duration::from_secs(7 * 3600 + 12 * 60 + 5)),
-            "7h 12m"
-        );
-        assert_eq!(
-            format_age(Duration::from_secs(3 * 86_400 + 2 * 3600 + 5 * 60 + 59)),
-            "3days 2h 5m"
-        );
+        let age = |secs: u64| format_age(Duration::from_secs(secs));
+        assert_eq!(age(42), "42s");
+        assert_eq!(age(5 * 60 + 3), "5m 3s");
+        assert_eq!(age(7 * 3600 + 12 * 60 + 5), "7h 12m");
+        assert_eq!(age(7200 + 59), "2h");
+        assert_eq!(age(3 * 86_400 + 2 * 3600 + 5 * 60 + 59), "3d 2h");
+        assert_eq!(age(912 * 86_400), "912d");
     }
 
     #[test]

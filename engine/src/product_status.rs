@@ -35,9 +35,12 @@ use crate::freshness::{observe_bounded, sla_breach, DataState, SlaBreach};
 use crate::quality::{ProductCheck, RuleResult, RuleStatus};
 use crate::quality_store::QualityStore;
 
-/// How long a query of `meshql.products` or `meshql.quality` waits for checks of data versions
-/// not checked yet (they keep running after; later queries see their results).
-const RESULT_WAIT: Duration = Duration::from_secs(20);
+/// How long a query of `meshql.products` or `meshql.quality` waits for the first check of a
+/// product (it keeps running after; later queries see its result).
+const FIRST_RESULT_WAIT: Duration = Duration::from_secs(20);
+/// How long it waits for the check of a new data version when an older one has results (which
+/// are shown meanwhile): data that changes all the time must not make every query wait.
+const NEW_VERSION_WAIT: Duration = Duration::from_secs(2);
 
 /// A product's status, in increasing severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -298,7 +301,7 @@ async fn observe_all(
             targets.insert(u.qualified_name(), u);
         }
     }
-    let deadline = Instant::now() + RESULT_WAIT;
+    let start = Instant::now();
     let work = targets.values().map(|p| async move {
         let state = match mesh.domain(&p.manifest.domain) {
             Some(d) => observe_bounded(cx.runtime, d, p, None).await,
@@ -309,7 +312,12 @@ async fn observe_all(
             .record(&p.qualified_name(), state.clone());
         let check = match (&state, p.manifest.quality.is_empty()) {
             (Ok(s), false) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
+                let limit = if cx.store.latest(p).is_some() {
+                    NEW_VERSION_WAIT
+                } else {
+                    FIRST_RESULT_WAIT
+                };
+                let wait = limit.saturating_sub(start.elapsed());
                 match cx.store.result(mesh, p, s, Some(wait)).await {
                     Some(c) => Some(c),
                     None => cx.store.latest(p),

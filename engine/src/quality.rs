@@ -907,3 +907,107 @@ pub fn lint_quality(mesh: &Mesh) -> Vec<(std::path::PathBuf, String, String)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::catalog::MemTable;
+    use datafusion::datasource::provider_as_source;
+
+    const MANIFEST: &str = r#"
+name = "t"
+domain = "d"
+version = "1.0.0"
+description = "x"
+owner = "o"
+format = "parquet"
+location = "t"
+[[schema]]
+name = "id"
+type = "bigint"
+[[schema]]
+name = "code"
+type = "string"
+[[schema]]
+name = "amount"
+type = "decimal(10,2)"
+[[quality]]
+name = "id_present"
+rule = "not_null"
+column = "id"
+[[quality]]
+name = "id_unique"
+rule = "unique"
+column = "id"
+[[quality]]
+name = "code_known"
+rule = "accepted_values"
+column = "code"
+values = ["a", "b"]
+[[quality]]
+name = "amount_range"
+rule = "range"
+column = "amount"
+min = 0
+[[quality]]
+name = "rows"
+rule = "row_count"
+min = 1
+[[quality]]
+name = "positive"
+rule = "sql"
+predicate = "amount > 0 OR code = 'b'"
+"#;
+
+    /// The plan of a product's check: one aggregate for every rule but `unique`, and one
+    /// grouped pass over the key per `unique` rule, cross-joined.
+    #[test]
+    fn rules_compile_into_one_aggregate_plus_one_grouped_pass_per_unique_rule() {
+        let manifest =
+            ProductManifest::parse(std::path::Path::new("t.toml"), MANIFEST).expect("manifest");
+        let schema = Arc::new(crate::contract::contract_schema(&manifest));
+        let table = MemTable::try_new(schema, vec![vec![]]).expect("table");
+        let contract = LogicalPlanBuilder::scan("t", provider_as_source(Arc::new(table)), None)
+            .and_then(|b| b.build())
+            .expect("scan");
+        let state = SessionStateBuilder::new().with_default_features().build();
+        let compiled: Vec<CompiledRule> = manifest
+            .quality
+            .iter()
+            .enumerate()
+            .map(|(i, r)| compile_rule(&state, &contract, i, r))
+            .collect();
+        assert!(compiled.iter().all(|c| c.part.is_ok()));
+        let all: Vec<usize> = (0..compiled.len()).collect();
+        let (plan, scans) = combine(&contract, &compiled, &all).expect("plan");
+        assert_eq!(scans, 2);
+        insta::assert_snapshot!(plan.display_indent(), @r#"
+        Cross Join:
+          Aggregate: groupBy=[[]], aggr=[[count(Int64(1)) AS __rows, count(t.id) AS __q0_nonnull, sum(CASE WHEN t.code NOT IN ([Utf8("a"), Utf8("b")]) THEN Int64(1) ELSE Int64(0) END) AS __q2_bad, min(CASE WHEN t.code NOT IN ([Utf8("a"), Utf8("b")]) THEN t.code END) AS __q2_example, min(t.amount) AS __q3_min, max(t.amount) AS __q3_max, sum(CASE WHEN t.amount < CAST(Utf8("0") AS Decimal128(10, 2)) THEN Int64(1) ELSE Int64(0) END) AS __q3_below, sum(CASE WHEN NOT t.amount > Int64(0) OR t.code = Utf8("b") THEN Int64(1) ELSE Int64(0) END) AS __q5_bad]]
+            TableScan: t
+          Aggregate: groupBy=[[]], aggr=[[count(Int64(1)) AS __q1_dupkeys, sum(__n) AS __q1_duprows, min(CAST(t.id AS Utf8)) AS __q1_example]]
+            Filter: __n > Int64(1)
+              Aggregate: groupBy=[[t.id]], aggr=[[count(Int64(1)) AS __n]]
+                Filter: t.id IS NOT NULL
+                  TableScan: t
+        "#);
+        // The sql rule reads the columns its predicate names.
+        assert_eq!(compiled[5].columns, ["amount", "code"]);
+    }
+
+    #[test]
+    fn a_predicate_with_a_subquery_is_refused_before_planning() {
+        let state = SessionStateBuilder::new().with_default_features().build();
+        let schema = DFSchema::empty();
+        for sql in [
+            "x IN (SELECT y FROM other.product)",
+            "EXISTS (SELECT 1)",
+            "(SELECT max(y) FROM other.product) > 1",
+        ] {
+            assert_eq!(
+                predicate(&state, sql, &schema).unwrap_err(),
+                "subqueries (and so references to other products) are not allowed in quality rules"
+            );
+        }
+    }
+}
