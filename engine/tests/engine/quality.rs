@@ -646,16 +646,23 @@ async fn on_breach_refuse_refuses_stale_reads_naming_the_sla() {
         .unwrap();
     }
     // A hidden stale product is still "not found", exactly like a missing one.
-    let hidden = query_as(&engine, "guest", "SELECT * FROM shipping.shipments")
-        .await
-        .unwrap_err();
-    let missing = query_as(&engine, "guest", "SELECT * FROM shipping.no_such_thing")
-        .await
-        .unwrap_err();
-    assert_eq!(
-        hidden.to_string().replace("shipments", "X"),
-        missing.to_string().replace("no_such_thing", "X")
-    );
+    for user in ["eu_analyst", "guest"] {
+        let hidden = query_as(&engine, user, "SELECT * FROM shipping.shipments")
+            .await
+            .unwrap_err();
+        let missing = query_as(&engine, user, "SELECT * FROM shipping.no_such_thing")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            hidden.to_string().replace("shipments", "X"),
+            missing.to_string().replace("no_such_thing", "X"),
+            "{user}"
+        );
+        assert_eq!(
+            std::mem::discriminant(&hidden),
+            std::mem::discriminant(&missing)
+        );
+    }
     // Members of catalog.stale_reader_group read it; the breach is in their audit record.
     let reader = Principal::new("late_reader")
         .with_group("shipping")
