@@ -262,6 +262,16 @@ impl Viewer<'_> {
     }
 }
 
+/// What is known of each product (by `domain.product`): its observed data state and its latest
+/// quality results.
+type Known = BTreeMap<
+    String,
+    (
+        Option<std::result::Result<DataState, String>>,
+        Option<Arc<ProductCheck>>,
+    ),
+>;
+
 /// What `meshql.products` shows about one product's health.
 #[derive(Debug, Clone)]
 pub(crate) struct ProductHealth {
@@ -283,16 +293,7 @@ pub(crate) struct HealthContext<'a> {
 
 /// Observes `products` (and with them, every product upstream of them) now and gets their
 /// quality results for the current data versions, waiting a bounded time for checks.
-async fn observe_all(
-    cx: &HealthContext<'_>,
-    products: &[&Product],
-) -> BTreeMap<
-    String,
-    (
-        Option<std::result::Result<DataState, String>>,
-        Option<Arc<ProductCheck>>,
-    ),
-> {
+async fn observe_all(cx: &HealthContext<'_>, products: &[&Product]) -> Known {
     let mesh = cx.mesh;
     let mut targets: BTreeMap<String, &Product> = BTreeMap::new();
     for p in products {
@@ -363,14 +364,6 @@ pub(crate) async fn products_health(
         })
         .collect()
 }
-
-type Known = BTreeMap<
-    String,
-    (
-        Option<std::result::Result<DataState, String>>,
-        Option<Arc<ProductCheck>>,
-    ),
->;
 
 /// Status, detail and at-risk upstream of `product` from what is `known` of every product.
 fn compose(
