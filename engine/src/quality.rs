@@ -430,7 +430,17 @@ async fn run(state: &SessionState, plan: &LogicalPlan) -> Result<RecordBatch> {
         .map_err(EngineError::from_datafusion)?;
     let batches = datafusion::physical_plan::collect(physical, state.task_ctx())
         .await
-        .map_err(EngineError::from_datafusion)?;
+        .map_err(|e| match EngineError::from_datafusion(e) {
+            EngineError::ResourcesExhausted { message, source } => {
+                EngineError::ResourcesExhausted {
+                    message: format!(
+                        "resources exhausted (the quality checks' `quality.memory_limit`): {message}"
+                    ),
+                    source,
+                }
+            }
+            other => other,
+        })?;
     batches
         .into_iter()
         .find(|b| b.num_rows() > 0)
