@@ -361,7 +361,9 @@ pub(crate) async fn product(
             }
             json!({"available": true, "upstream": upstream, "downstream": downstream})
         }
-        Err(e) => json!({"available": false, "upstream": [], "downstream": [], "error": e.to_string()}),
+        Err(e) => {
+            json!({"available": false, "upstream": [], "downstream": [], "error": e.to_string()})
+        }
     };
     // Deprecation marks of the product and of the columns this viewer can see.
     let deprecated_columns: Vec<Value> = access

@@ -511,6 +511,7 @@ def test_metrics_health_and_readiness(web: Server) -> None:
         'meshql_bytes_sent_total{transport="http"}',
         'meshql_queries_running{transport="flight"}',
         "meshql_memory_pool_used_bytes",
+        "meshql_queries_queued ",
         'meshql_object_store_requests_total{domain="sales",',
         'meshql_http_requests_total{method="GET",route="/api/v1/products/{domain}/{name}",status="404"}',
     ]:
