@@ -66,6 +66,38 @@ pub struct MeshConfig {
     pub http: Option<HttpConfig>,
     /// `[telemetry]`: trace export.
     pub telemetry: TelemetryConfig,
+    /// `[quality]`: how the server runs quality checks in the background.
+    pub quality: QualityConfig,
+}
+
+/// `[quality]`: background quality checks (see docs/quality.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QualityConfig {
+    /// How often the server looks for new data (a new Delta version, changed Parquet files)
+    /// to check, in seconds.
+    pub check_interval_secs: u64,
+    /// Checks running at once; more wait their turn.
+    pub max_concurrent_checks: usize,
+    /// Bytes of memory all running checks may use together (their own DataFusion pool;
+    /// grouping operators spill to disk past it).
+    pub memory_limit_bytes: u64,
+}
+
+/// Default `quality.check_interval`.
+pub const DEFAULT_QUALITY_CHECK_INTERVAL_SECS: u64 = 60;
+/// Default `quality.max_concurrent_checks`.
+pub const DEFAULT_QUALITY_MAX_CONCURRENT_CHECKS: usize = 1;
+/// Default `quality.memory_limit` (512 MiB).
+pub const DEFAULT_QUALITY_MEMORY_LIMIT_BYTES: u64 = 512 * 1024 * 1024;
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            check_interval_secs: DEFAULT_QUALITY_CHECK_INTERVAL_SECS,
+            max_concurrent_checks: DEFAULT_QUALITY_MAX_CONCURRENT_CHECKS,
+            memory_limit_bytes: DEFAULT_QUALITY_MEMORY_LIMIT_BYTES,
+        }
+    }
 }
 
 /// `[http]`: the HTTP server (web catalog and console, JSON API, `/metrics`).
@@ -322,6 +354,7 @@ impl MeshConfig {
             "limits",
             "http",
             "telemetry",
+            "quality",
         ]);
 
         let server = match f.table("server") {
@@ -652,6 +685,10 @@ impl MeshConfig {
                 service_name: "meshql".to_string(),
             },
         };
+        let quality = match f.table("quality") {
+            Some(t) => parse_quality_config(file, t, &problems),
+            None => QualityConfig::default(),
+        };
         let problems = problems.into_inner();
         match (problems.is_empty(), catalog_dir) {
             (true, Some(catalog_dir)) => Ok(MeshConfig {
@@ -670,6 +707,7 @@ impl MeshConfig {
                 limits,
                 http,
                 telemetry,
+                quality,
             }),
             _ => Err(problems),
         }
@@ -872,6 +910,48 @@ fn parse_limits(
         statement_timeout,
         max_sql_bytes: l.byte_size("max_sql_bytes"),
         max_expr_depth: l.positive_int("max_expr_depth"),
+    }
+}
+
+/// `[quality]`: `check_interval` (a duration), `max_concurrent_checks` (a positive integer),
+/// `memory_limit` (a size such as `"512MiB"`, or bytes).
+fn parse_quality_config(
+    file: &Path,
+    t: &toml::Table,
+    problems: &std::cell::RefCell<Vec<Problem>>,
+) -> QualityConfig {
+    let mut q = Fields::new(file, "quality", t, problems);
+    q.known(&["check_interval", "max_concurrent_checks", "memory_limit"]);
+    let defaults = QualityConfig::default();
+    let memory_limit_bytes = match t.get("memory_limit") {
+        None => defaults.memory_limit_bytes,
+        Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
+        Some(toml::Value::String(s)) => match s.trim().parse::<bytesize::ByteSize>() {
+            Ok(b) if b.as_u64() > 0 => b.as_u64(),
+            _ => {
+                q.problem(
+                    "memory_limit",
+                    format!("`{s}` is not a size such as \"512MiB\" or \"2GiB\""),
+                );
+                defaults.memory_limit_bytes
+            }
+        },
+        Some(other) => {
+            q.problem(
+                "memory_limit",
+                format!("expected a size such as \"512MiB\", found {other}"),
+            );
+            defaults.memory_limit_bytes
+        }
+    };
+    QualityConfig {
+        check_interval_secs: q
+            .duration_secs("check_interval")
+            .unwrap_or(defaults.check_interval_secs),
+        max_concurrent_checks: q
+            .positive_int("max_concurrent_checks")
+            .unwrap_or(defaults.max_concurrent_checks),
+        memory_limit_bytes,
     }
 }
 
@@ -1078,6 +1158,40 @@ mod tests {
             ],
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn quality_section() {
+        let base = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n";
+        let c = parse(base, vec![]).unwrap();
+        assert_eq!(c.quality, QualityConfig::default());
+        let c = parse(
+            &format!("{base}[quality]\ncheck_interval = \"5m\"\nmax_concurrent_checks = 2\nmemory_limit = \"64MiB\"\n"),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(
+            c.quality,
+            QualityConfig {
+                check_interval_secs: 300,
+                max_concurrent_checks: 2,
+                memory_limit_bytes: 64 * 1024 * 1024,
+            }
+        );
+        let problems = parse(
+            &format!("{base}[quality]\ncheck_interval = \"soon\"\nmax_concurrent_checks = 0\nmemory_limit = \"lots\"\nparallel = true\n"),
+            vec![],
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        for f in [
+            "quality.check_interval",
+            "quality.max_concurrent_checks",
+            "quality.memory_limit",
+            "quality.parallel",
+        ] {
+            assert!(fields.contains(&f), "{f} in {problems:?}");
+        }
     }
 
     #[test]

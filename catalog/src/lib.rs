@@ -21,10 +21,11 @@ mod types;
 
 pub use config::{
     AuditConfig, ClusterConfig, DomainConfig, EngineConfig, HttpConfig, JwtConfig, LimitsConfig,
-    MeshConfig, ServerConfig, TelemetryConfig, TlsConfig, UserConfig, DATAFUSION_KEYS,
-    DEFAULT_BIND, DEFAULT_CLUSTER_SECRET_ENV, DEFAULT_JWT_LEEWAY_SECS, DEFAULT_JWT_USER_PREFIX,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_SCAN_BYTES_PER_PARTITION, DEFAULT_STALE_READER_GROUP,
-    ENV_PREFIX,
+    MeshConfig, QualityConfig, ServerConfig, TelemetryConfig, TlsConfig, UserConfig,
+    DATAFUSION_KEYS, DEFAULT_BIND, DEFAULT_CLUSTER_SECRET_ENV, DEFAULT_JWT_LEEWAY_SECS,
+    DEFAULT_JWT_USER_PREFIX, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_QUALITY_CHECK_INTERVAL_SECS,
+    DEFAULT_QUALITY_MAX_CONCURRENT_CHECKS, DEFAULT_QUALITY_MEMORY_LIMIT_BYTES,
+    DEFAULT_SCAN_BYTES_PER_PARTITION, DEFAULT_STALE_READER_GROUP, ENV_PREFIX,
 };
 pub use error::{CatalogError, Problem, Result};
 pub use evolution::{diff, is_major_bump, is_widening, Change, ChangeKind, ContractDiff, Verdict};

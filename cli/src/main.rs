@@ -150,6 +150,23 @@ enum CatalogCommand {
         #[arg(long)]
         data: bool,
     },
+    /// Run the quality rules of every product (or of one) on its data; exit 1 when an
+    /// `error` rule fails.
+    ///
+    /// Prints each rule's status and what was observed (e.g. `3 NULLs`, `2 duplicate keys`,
+    /// `max 1200000000 > 1000000`). A rule that cannot be evaluated (unreadable data, a
+    /// predicate failing at run time) counts as failed. `warning` rules never change the exit
+    /// code. Rules of a product run in one query over its data (see docs/quality.md).
+    Check {
+        /// The mesh configuration (meshql.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+        format: CheckFormat,
+        /// Only this product (`domain.product`).
+        product: Option<String>,
+    },
     /// Hash a password (read from standard input) for a user's `password_hash`.
     HashPassword,
     /// Compare a manifest with the published version of its product: the changes, the verdict,
@@ -172,6 +189,12 @@ enum CatalogCommand {
         /// The proposed product manifest.
         manifest: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -265,6 +288,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     manifest,
                 },
         } => Ok(publish::publish(&config, &manifest, dry_run, since).await),
+        Command::Catalog {
+            command:
+                CatalogCommand::Check {
+                    config,
+                    format,
+                    product,
+                },
+        } => check(&config, format, product.as_deref()).await,
         Command::Catalog {
             command: CatalogCommand::HashPassword,
         } => {
@@ -375,6 +406,8 @@ async fn serve(
         Some(auth_reload_hook(&auth)),
     );
     let _reload_task = (!refresh.is_zero()).then(|| reloader.spawn(refresh));
+    // Quality checks of new data versions, in the background (bounded by [quality]).
+    let _monitor = engine.spawn_quality_monitor();
     let listener = meshql_flight_server::bind(&addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -568,7 +601,11 @@ async fn lint(config: &Path, data: bool) -> Result<ExitCode, String> {
     let products = mesh.products().count();
     let mut problems = 0;
     let engine = MeshEngine::try_new(mesh.clone()).map_err(|e| e.to_string())?;
-    for (file, field, message) in engine.check_policies() {
+    for (file, field, message) in engine
+        .check_policies()
+        .into_iter()
+        .chain(meshql_engine::quality::lint_quality(&mesh))
+    {
         println!("{}: {field}: {message}", file.display());
         problems += 1;
     }
@@ -600,4 +637,90 @@ async fn lint(config: &Path, data: bool) -> Result<ExitCode, String> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn check(
+    config: &Path,
+    format: CheckFormat,
+    product: Option<&str>,
+) -> Result<ExitCode, String> {
+    use meshql_engine::quality::{check_mesh_quality, CheckOptions, RuleStatus};
+    let mesh = load(config)?;
+    // A predicate that does not type-check is a catalog problem: report it like `lint`.
+    let lint = meshql_engine::quality::lint_quality(&mesh);
+    if !lint.is_empty() {
+        for (file, field, message) in &lint {
+            println!("{}: {field}: {message}", file.display());
+        }
+        println!("{} problem(s) found", lint.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    let checks = check_mesh_quality(&mesh, product, &CheckOptions::for_mesh(&mesh))
+        .await
+        .map_err(|e| e.to_string())?;
+    let passed = checks.iter().all(|c| c.passed());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io = |e: std::io::Error| format!("writing output: {e}");
+    match format {
+        CheckFormat::Json => {
+            let text = serde_json::to_string_pretty(&checks).map_err(|e| e.to_string())?;
+            writeln!(out, "{text}").map_err(io)?;
+        }
+        CheckFormat::Text => {
+            let (mut rules, mut failed_errors, mut failed_warnings) = (0, 0, 0);
+            for c in &checks {
+                let mut head = format!("{}  {}", c.product, c.data_version);
+                if let Some(rows) = c.rows {
+                    head.push_str(&format!("  {rows} rows"));
+                }
+                if c.scans > 0 {
+                    head.push_str(&format!("  {} scan(s), {} ms", c.scans, c.duration_ms));
+                }
+                writeln!(out, "{head}").map_err(io)?;
+                if let Some(e) = &c.error {
+                    writeln!(out, "  data unavailable: {e}").map_err(io)?;
+                }
+                if c.rules.is_empty() {
+                    writeln!(out, "  (no quality rules)").map_err(io)?;
+                }
+                let name_w = c.rules.iter().map(|r| r.rule.len()).max().unwrap_or(0);
+                for r in &c.rules {
+                    rules += 1;
+                    if r.status != RuleStatus::Pass {
+                        match r.severity {
+                            meshql_catalog::Severity::Error => failed_errors += 1,
+                            meshql_catalog::Severity::Warning => failed_warnings += 1,
+                        }
+                    }
+                    let status = match r.status {
+                        RuleStatus::Pass => "pass ",
+                        RuleStatus::Fail => "FAIL ",
+                        RuleStatus::Error => "ERROR",
+                    };
+                    writeln!(
+                        out,
+                        "  {status}  {:<7}  {:<name_w$}  {}  ({})",
+                        r.severity.as_str(),
+                        r.rule,
+                        r.observed,
+                        r.definition
+                    )
+                    .map_err(io)?;
+                }
+            }
+            writeln!(
+                out,
+                "{} product(s), {rules} rule(s): {} passed, {failed_errors} error rule(s) failed, {failed_warnings} warning rule(s) failed",
+                checks.len(),
+                rules - failed_errors - failed_warnings
+            )
+            .map_err(io)?;
+        }
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -105,7 +105,8 @@ fn review(config: &Path, manifest: &Path, since: Duration) -> Result<Review, Out
         Ok(e) => e,
         Err(e) => return Err(fail(Outcome::Invalid, [format!("invalid: {e}")])),
     };
-    let policy_problems = engine.check_policies();
+    let mut policy_problems = engine.check_policies();
+    policy_problems.extend(meshql_engine::quality::lint_quality(&plan.mesh));
     if !policy_problems.is_empty() {
         let n = policy_problems.len();
         return Err(fail(
@@ -260,11 +261,56 @@ pub(crate) async fn publish(
     }
 }
 
-/// THE call site of the product's quality rules during `publish`: `Err` lists the rules of
-/// severity `error` that fail (printed, exit 6); warnings are printed and do not refuse.
-///
-/// Quality rules are checked by the engine's quality module (issue 11); until it is merged
-/// there is nothing to run here.
-async fn quality_check(_engine: &MeshEngine, _plan: &InstallPlan) -> Result<(), Vec<String>> {
-    Ok(())
+/// THE call site of the product's quality rules during `publish` (the same checks as
+/// `meshql catalog check DOMAIN.PRODUCT`, on the catalog as it would be): `Err` lists the rules
+/// of severity `error` that fail, or why the data could not be checked (printed, exit 6);
+/// failing `warning` rules are printed and do not refuse.
+async fn quality_check(_engine: &MeshEngine, plan: &InstallPlan) -> Result<(), Vec<String>> {
+    use meshql_engine::quality::{check_mesh_quality, CheckOptions, RuleStatus};
+    let product = plan.proposed.qualified_name();
+    if plan.proposed.quality.is_empty() {
+        println!("no quality rules");
+        return Ok(());
+    }
+    let checks = check_mesh_quality(
+        &plan.mesh,
+        Some(&product),
+        &CheckOptions::for_mesh(&plan.mesh),
+    )
+    .await
+    .map_err(|e| vec![format!("quality rules of `{product}` could not run: {e}")])?;
+    let mut failures = Vec::new();
+    for c in &checks {
+        if let Some(e) = &c.error {
+            failures.push(format!("quality of `{product}`: data unavailable: {e}"));
+        }
+        for r in &c.rules {
+            if r.status == RuleStatus::Pass {
+                continue;
+            }
+            let line = format!(
+                "quality rule `{}` ({}, {}): {} ({})",
+                r.rule,
+                r.severity.as_str(),
+                if r.status == RuleStatus::Fail {
+                    "fails"
+                } else {
+                    "error"
+                },
+                r.observed,
+                r.definition
+            );
+            match r.severity {
+                meshql_catalog::Severity::Error => failures.push(line),
+                meshql_catalog::Severity::Warning => println!("warning: {line}"),
+            }
+        }
+    }
+    if failures.is_empty() {
+        let rules: usize = checks.iter().map(|c| c.rules.len()).sum();
+        println!("quality rules pass ({rules} rule(s))");
+        Ok(())
+    } else {
+        Err(failures)
+    }
 }

@@ -206,6 +206,8 @@ struct ProductDef {
     freshness: &'static str,
     tags: &'static [&'static str],
     columns: &'static [Col],
+    /// TOML appended to the manifest: lineage inputs and quality rules.
+    extra: &'static str,
 }
 
 const DOMAINS: &[(&str, &str, &str)] = &[
@@ -269,6 +271,40 @@ const PRODUCTS: &[ProductDef] = &[
                 "Sales region of the customer: EU, NA or APAC.",
             ),
         ],
+        extra: r#"
+[[inputs]]
+product = "customers.customers"
+description = "An order's region is its customer's region at the time of the order."
+columns = { region = "region" }
+
+[[quality]]
+name = "order_id_unique"
+rule = "unique"
+column = "order_id"
+description = "One row per order."
+
+[[quality]]
+name = "status_known"
+rule = "accepted_values"
+column = "status"
+values = ["placed", "shipped", "delivered", "returned", "cancelled"]
+
+[[quality]]
+name = "region_known"
+rule = "accepted_values"
+column = "region"
+values = ["EU", "NA", "APAC"]
+
+[[quality]]
+name = "total_not_negative"
+rule = "sql"
+predicate = "total_amount >= 0"
+
+[[quality]]
+name = "has_orders"
+rule = "row_count"
+min = 1
+"#,
     },
     ProductDef {
         domain: "sales",
@@ -285,6 +321,30 @@ const PRODUCTS: &[ProductDef] = &[
             c("quantity", "int", "Units ordered."),
             c("unit_price", "decimal(10,2)", "Price per unit in EUR."),
         ],
+        extra: r#"
+[[quality]]
+name = "line_unique"
+rule = "unique"
+columns = ["order_id", "line_no"]
+
+[[quality]]
+name = "sku_present"
+rule = "not_null"
+column = "sku"
+
+[[quality]]
+name = "quantity_plausible"
+rule = "range"
+column = "quantity"
+min = 1
+max = 100
+
+[[quality]]
+name = "unit_price_positive"
+rule = "range"
+column = "unit_price"
+min = "0.01"
+"#,
     },
     ProductDef {
         domain: "customers",
@@ -314,6 +374,29 @@ const PRODUCTS: &[ProductDef] = &[
             ),
             c("signup_date", "date", "Day the customer signed up."),
         ],
+        extra: r#"
+[[quality]]
+name = "customer_id_unique"
+rule = "unique"
+column = "customer_id"
+
+[[quality]]
+name = "email_present"
+rule = "not_null"
+column = "email"
+
+[[quality]]
+name = "email_looks_like_an_address"
+rule = "sql"
+predicate = "email LIKE '%_@_%'"
+severity = "warning"
+
+[[quality]]
+name = "region_known"
+rule = "accepted_values"
+column = "region"
+values = ["EU", "NA", "APAC"]
+"#,
     },
     ProductDef {
         domain: "shipping",
@@ -349,6 +432,111 @@ const PRODUCTS: &[ProductDef] = &[
             ),
             c("returned", "boolean", "Whether the parcel was sent back."),
         ],
+        extra: r#"
+[[quality]]
+name = "shipment_id_unique"
+rule = "unique"
+column = "shipment_id"
+
+[[quality]]
+name = "carrier_known"
+rule = "accepted_values"
+column = "carrier"
+values = ["DHL", "UPS", "FedEx", "PostNL", "Yamato"]
+
+[[quality]]
+name = "delivered_after_shipped"
+rule = "sql"
+predicate = "delivered_at >= shipped_at"
+description = "A parcel is delivered after we hand it over."
+
+[[quality]]
+name = "carrier_ship_day_not_after_delivery"
+rule = "sql"
+predicate = "carrier_shipped_on <= CAST(delivered_at AS DATE)"
+severity = "warning"
+description = "The day the carrier reports having shipped is not after the delivery. Partners report hand-overs a day or two late, so some deliveries fail this: our records and the carrier's disagree."
+"#,
+    },
+    ProductDef {
+        domain: "shipping",
+        name: "delivery_performance",
+        delta: false,
+        description: "One row per delivered order: when it was promised and delivered, how late, by carrier and region. Derived from sales.orders and shipping.shipments.",
+        owner: "logistics@acme.example",
+        freshness: "24h",
+        tags: &["operations", "derived"],
+        columns: &[
+            k("order_id", "bigint", "The delivered order (sales.orders)."),
+            c("carrier", "string", "Carrier name."),
+            c("region", "string", "Sales region of the order: EU, NA or APAC."),
+            c(
+                "shipped_at",
+                "timestamp",
+                "When we handed the parcel over.",
+            ),
+            c(
+                "promised_at",
+                "timestamp",
+                "Delivery promised to the customer.",
+            ),
+            c("delivered_at", "timestamp", "Delivery time."),
+            c(
+                "days_late",
+                "int",
+                "Calendar days from the promised to the actual delivery day; negative when early.",
+            ),
+            c(
+                "on_time",
+                "boolean",
+                "Delivered at or before the promised time.",
+            ),
+        ],
+        extra: r#"
+[[inputs]]
+product = "sales.orders"
+description = "The order and its region."
+columns = { order_id = "order_id", region = "region" }
+
+[[inputs]]
+product = "shipping.shipments"
+description = "The order's delivered shipment: carrier, hand-over, promise and delivery."
+columns = { carrier = "carrier", shipped_at = "shipped_at", promised_at = "promised_at", delivered_at = "delivered_at", days_late = ["promised_at", "delivered_at"], on_time = ["promised_at", "delivered_at"] }
+
+[[quality]]
+name = "one_row_per_order"
+rule = "unique"
+column = "order_id"
+
+[[quality]]
+name = "region_valid"
+rule = "accepted_values"
+column = "region"
+values = ["EU", "NA", "APAC"]
+
+[[quality]]
+name = "days_late_plausible"
+rule = "range"
+column = "days_late"
+min = -30
+max = 365
+description = "More than a year late is a data error, not a slow parcel."
+
+[[quality]]
+name = "on_time_agrees"
+rule = "sql"
+predicate = "on_time = (delivered_at <= promised_at)"
+
+[[quality]]
+name = "delivered_after_shipped"
+rule = "sql"
+predicate = "delivered_at > shipped_at"
+
+[[quality]]
+name = "not_empty"
+rule = "row_count"
+min = 1
+"#,
     },
     ProductDef {
         domain: "inventory",
@@ -364,6 +552,23 @@ const PRODUCTS: &[ProductDef] = &[
             c("on_hand", "int", "Units on hand."),
             c("updated_at", "timestamp", "Last stock count."),
         ],
+        extra: r#"
+[[quality]]
+name = "stock_key_unique"
+rule = "unique"
+columns = ["sku", "warehouse"]
+
+[[quality]]
+name = "warehouse_known"
+rule = "accepted_values"
+column = "warehouse"
+values = ["AMS", "FRA", "NYC", "SIN"]
+
+[[quality]]
+name = "sku_format"
+rule = "sql"
+predicate = "sku LIKE 'SKU-%'"
+"#,
     },
     ProductDef {
         domain: "marketing",
@@ -388,6 +593,24 @@ const PRODUCTS: &[ProductDef] = &[
             ),
             c("created_at", "timestamp", "When the lead was captured."),
         ],
+        extra: r#"
+[[quality]]
+name = "lead_id_unique"
+rule = "unique"
+column = "lead_id"
+
+[[quality]]
+name = "channel_known"
+rule = "accepted_values"
+column = "acquisition_channel"
+values = ["organic", "leadgen"]
+
+[[quality]]
+name = "campaign_only_for_paid_leads"
+rule = "sql"
+predicate = "(campaign IS NULL) = (acquisition_channel = 'organic')"
+description = "Leadgen leads name their campaign; organic ones have none."
+"#,
     },
 ];
 
@@ -580,6 +803,7 @@ fn manifest_text(p: &ProductDef) -> String {
         }
         s.push_str(&format!("description = \"{}\"\n", col.description));
     }
+    s.push_str(p.extra);
     s
 }
 
@@ -635,6 +859,29 @@ async fn write_delta(location: &Path, batches: Vec<RecordBatch>) -> Result<()> {
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// `shipping.delivery_performance`: one row per delivered order, joining its delivered
+/// shipment with the order (what a pipeline of the shipping domain computes from
+/// `sales.orders` and `shipping.shipments`). Only first shipments are ever delivered in the
+/// demo, so there is one row per order.
+fn delivery_performance(orders: &[Order], shipments: &[Shipment]) -> Vec<Delivery> {
+    shipments
+        .iter()
+        .filter_map(|s| {
+            let (shipped, delivered) = (s.shipped?, s.delivered?);
+            // Order ids are 1..=n in order.
+            let order = orders.get(usize::try_from(s.order - 1).ok()?)?;
+            Some(Delivery {
+                order: s.order,
+                carrier: s.carrier,
+                region: order.region,
+                shipped,
+                promised: s.promised,
+                delivered,
+            })
+        })
+        .collect()
 }
 
 /// A small deterministic generator (SplitMix64), so the demo is the same everywhere.
@@ -719,6 +966,16 @@ struct Lead {
     created: i64,
 }
 
+/// One row of `shipping.delivery_performance`.
+struct Delivery {
+    order: i64,
+    carrier: &'static str,
+    region: &'static str,
+    shipped: i64,
+    promised: i64,
+    delivered: i64,
+}
+
 struct DemoData {
     customers: Vec<Customer>,
     orders: Vec<Order>,
@@ -726,6 +983,7 @@ struct DemoData {
     shipments: Vec<Shipment>,
     stock: Vec<Stock>,
     leads: Vec<Lead>,
+    deliveries: Vec<Delivery>,
 }
 
 const FIRST: &[&str] = &[
@@ -908,6 +1166,7 @@ impl DemoData {
             })
             .collect();
 
+        let deliveries = delivery_performance(&orders, &shipments);
         DemoData {
             customers,
             orders,
@@ -915,6 +1174,7 @@ impl DemoData {
             shipments,
             stock,
             leads,
+            deliveries,
         }
     }
 
@@ -1018,6 +1278,26 @@ impl DemoData {
                         l.iter().map(|l| l.campaign).collect::<Vec<_>>(),
                     )),
                     ts(l.iter().map(|l| Some(l.created)).collect()),
+                ])?])
+            }
+            "delivery_performance" => {
+                let d = &self.deliveries;
+                let day = |us: i64| us.div_euclid(DAY_US) as i32;
+                Ok(vec![batch(vec![
+                    Arc::new(Int64Array::from_iter_values(d.iter().map(|r| r.order))),
+                    str_col(d.iter().map(|r| r.carrier).collect()),
+                    str_col(d.iter().map(|r| r.region).collect()),
+                    ts(d.iter().map(|r| Some(r.shipped)).collect()),
+                    ts(d.iter().map(|r| Some(r.promised)).collect()),
+                    ts(d.iter().map(|r| Some(r.delivered)).collect()),
+                    Arc::new(Int32Array::from_iter_values(
+                        d.iter().map(|r| day(r.delivered) - day(r.promised)),
+                    )),
+                    Arc::new(BooleanArray::from(
+                        d.iter()
+                            .map(|r| r.delivered <= r.promised)
+                            .collect::<Vec<_>>(),
+                    )),
                 ])?])
             }
             other => Err(EngineError::Internal(format!(

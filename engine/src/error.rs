@@ -47,6 +47,20 @@ pub enum EngineError {
         #[source]
         source: BoxError,
     },
+    /// The query reads a product whose data is older than its freshness SLA, the SLA says
+    /// `on_breach = "refuse"` and the principal is not a stale reader.
+    #[error(
+        "product `{product}` is stale: its data is {age} old, past its freshness SLA of {sla} \
+         (on_breach = \"refuse\"); members of group `{stale_reader_group}` may still read it"
+    )]
+    ProductStale {
+        product: String,
+        /// The SLA as written in the contract, e.g. `6h`.
+        sla: String,
+        /// The age of the product's data, e.g. `7h 12m`.
+        age: String,
+        stale_reader_group: String,
+    },
     /// The statement is outside meshql's read-only SQL surface.
     #[error("{0}")]
     ReadOnly(String),
@@ -277,6 +291,17 @@ impl EngineError {
                 worker: worker.clone(),
                 message: message.clone(),
             },
+            EngineError::ProductStale {
+                product,
+                sla,
+                age,
+                stale_reader_group,
+            } => EngineError::ProductStale {
+                product: product.clone(),
+                sla: sla.clone(),
+                age: age.clone(),
+                stale_reader_group: stale_reader_group.clone(),
+            },
             EngineError::ReadOnly(m) => EngineError::ReadOnly(m.clone()),
             EngineError::AccessDenied { product, reason } => EngineError::AccessDenied {
                 product: product.clone(),
@@ -319,6 +344,7 @@ impl EngineError {
             | EngineError::ProductUnavailable { .. }
             | EngineError::ContractViolation { .. }
             | EngineError::WorkerUnavailable { .. }
+            | EngineError::ProductStale { .. }
             | EngineError::Storage { .. }
             | EngineError::ResourcesExhausted { .. }
             | EngineError::Internal(_)

@@ -23,6 +23,8 @@ pub struct ResourceUsage {
     pub memory_pool_used: usize,
     /// Bytes of spill files on disk.
     pub spill_disk_bytes: u64,
+    /// Queries waiting for admission.
+    pub queries_queued: usize,
 }
 
 impl MeshEngine {
@@ -58,6 +60,7 @@ impl MeshEngine {
         ResourceUsage {
             memory_pool_used: runtime.memory_pool.reserved(),
             spill_disk_bytes: runtime.disk_manager.used_disk_space(),
+            queries_queued: self.admission_stats().queued,
         }
     }
 }

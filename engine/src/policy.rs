@@ -84,24 +84,35 @@ pub(crate) fn parse_safe(
     sql: &str,
     schema: &DFSchema,
 ) -> std::result::Result<Expr, String> {
+    parse_safe_for(state, sql, schema, "policies")
+}
+
+/// [`parse_safe`] for expressions of `what` (named in the problems reported): policies, or
+/// the `sql` predicates of quality rules.
+pub(crate) fn parse_safe_for(
+    state: &SessionState,
+    sql: &str,
+    schema: &DFSchema,
+    what: &str,
+) -> std::result::Result<Expr, String> {
     let expr = state
         .create_logical_expr(sql, schema)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::EngineError::from_datafusion(e).to_string())?;
     let mut problem: Option<String> = None;
     let _ = expr.apply(|e| {
         let bad = match e {
-            Expr::AggregateFunction(_) => Some("aggregate functions are not allowed in policies"),
-            Expr::WindowFunction(_) => Some("window functions are not allowed in policies"),
+            Expr::AggregateFunction(_) => Some("aggregate functions are not allowed"),
+            Expr::WindowFunction(_) => Some("window functions are not allowed"),
             Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
-                Some("subqueries (and so references to other products) are not allowed in policies")
+                Some("subqueries (and so references to other products) are not allowed")
             }
-            Expr::OuterReferenceColumn(..) => Some("outer references are not allowed in policies"),
-            Expr::Placeholder(_) => Some("placeholders are not allowed in policies"),
+            Expr::OuterReferenceColumn(..) => Some("outer references are not allowed"),
+            Expr::Placeholder(_) => Some("placeholders are not allowed"),
             _ => None,
         };
         match bad {
             Some(m) => {
-                problem = Some(m.to_string());
+                problem = Some(format!("{m} in {what}"));
                 Ok(TreeNodeRecursion::Stop)
             }
             None => Ok(TreeNodeRecursion::Continue),

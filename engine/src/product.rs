@@ -466,6 +466,11 @@ pub struct ProductRead {
     pub delta_version: Option<i64>,
     pub columns: Vec<String>,
     pub policies: Vec<String>,
+    /// Set when the product's freshness SLA was breached at the time of the read (and the
+    /// read went ahead: `on_breach = "warn"`, or a stale reader), e.g. `data is 7h 12m old,
+    /// past its freshness SLA of 6h`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sla_breach: Option<String>,
 }
 
 impl ReadLog {
@@ -486,7 +491,16 @@ impl ReadLog {
                 delta_version,
                 columns: Vec::new(),
                 policies,
+                sla_breach: None,
             }),
+        }
+    }
+
+    /// Records that `product` was read past its freshness SLA.
+    pub(crate) fn sla_breach(&self, product: &str, breach: String) {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = reads.iter_mut().find(|r| r.product == product) {
+            r.sla_breach = Some(breach);
         }
     }
 

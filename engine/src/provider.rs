@@ -14,6 +14,7 @@ use datafusion::prelude::SessionConfig;
 use meshql_catalog::{Domain, Mesh, Principal};
 
 use crate::delta_cache::DeltaCache;
+use crate::freshness::{query_sla, RefusedTable, SlaVerdict};
 use crate::policy::compile;
 use crate::product::{resolve_product, ProductTable, ReadLog};
 use crate::system::SYSTEM_SCHEMA;
@@ -33,6 +34,8 @@ pub(crate) struct SessionShared {
     pub(crate) state: SessionState,
     pub(crate) reads: Arc<ReadLog>,
     pub(crate) delta_cache: Arc<DeltaCache>,
+    /// Observations of products' storage, for freshness SLAs at query time.
+    pub(crate) quality: Arc<crate::quality_store::QualityStore>,
 }
 
 impl SessionShared {
@@ -156,13 +159,40 @@ impl SchemaProvider for DomainSchema {
         shared
             .reads
             .resolved(&qualified, resolved.delta_version, access.policy_names());
+        // Freshness SLA (time travel is exempt: it asks for old data on purpose).
+        let sla = match as_of {
+            Some(_) => SlaVerdict::Fresh,
+            None => {
+                query_sla(
+                    &shared.quality.observations,
+                    &shared.runtime,
+                    &shared.mesh,
+                    &self.domain,
+                    product,
+                    &shared.principal,
+                    &shared.delta_cache,
+                )
+                .await
+            }
+        };
+        if let Some(b) = sla.breach() {
+            shared.reads.sla_breach(&qualified, b.to_string());
+        }
         let table = ProductTable::try_new(
-            qualified,
+            qualified.clone(),
             resolved.plan,
             secured,
             Some(Arc::clone(&shared.reads)),
         )?;
-        Ok(Some(Arc::new(table)))
+        match sla {
+            SlaVerdict::Refused(breach) => Ok(Some(Arc::new(RefusedTable::new(
+                Arc::new(table),
+                qualified,
+                breach,
+                shared.mesh.config.stale_reader_group.clone(),
+            )))),
+            _ => Ok(Some(Arc::new(table))),
+        }
     }
 
     async fn table_type(&self, name: &str) -> DfResult<Option<TableType>> {

@@ -183,6 +183,8 @@ fn check_node(node: &LogicalPlan, admin: bool) -> Result<()> {
             let known = any.is::<crate::product::ProductTable>()
                 || any.is::<MemTable>()
                 || any.is::<crate::system::AuditTable>()
+                || any.is::<crate::usage::UsageTable>()
+                || any.is::<crate::freshness::RefusedTable>()
                 || any.is::<datafusion::catalog::streaming::StreamingTable>()
                 || any.is::<datafusion::functions_table::generate_series::GenerateSeriesTable>();
             if !known {

@@ -106,8 +106,8 @@ impl MeshEngine {
         }
     }
 
-    /// Checks `mesh` as `catalog lint` does on the engine's side (every policy type-checked
-    /// against the contracts, every domain's bucket usable) and, with `hook`, as the hook does;
+    /// Checks `mesh` as `catalog lint` does on the engine's side (every policy and quality rule
+    /// type-checked against the contracts, every domain's bucket usable) and, with `hook`, as the hook does;
     /// then swaps it in atomically. Sessions created from now on see it; sessions (and queries)
     /// already running keep theirs. On problems nothing changes, the rejection is recorded in
     /// the status and logged, and the problems are returned.
@@ -129,6 +129,7 @@ impl MeshEngine {
         let mut problems: Vec<Problem> = self
             .check_policies_of(&mesh)
             .into_iter()
+            .chain(crate::quality::lint_quality(&mesh))
             .map(|(file, field, message)| Problem::new(file, field, message))
             .collect();
         if let Err(e) = crate::buckets::register_domain_stores(self.runtime(), &mesh) {

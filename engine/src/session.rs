@@ -46,6 +46,7 @@ use crate::output::{output_schema, to_output_batch};
 use crate::product::{check_product, product_url};
 use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
+use crate::quality_store::QualityStore;
 use crate::reload::StatusState;
 use crate::snapshot::CatalogSnapshot;
 use crate::system::{system_schema, SystemContext, SystemSchema, SYSTEM_SCHEMA};
@@ -106,6 +107,8 @@ struct Inner {
     audit: Arc<AuditLog>,
     delta_cache: Arc<DeltaCache>,
     admission: Admission,
+    /// Quality results, background checks and observations of products' storage.
+    quality: Arc<QualityStore>,
     /// Applied to every query session's state (distributed execution installs itself here).
     session_hook: Option<SessionHook>,
     /// Declared last: dropped after everything that may still hold query tasks.
@@ -164,7 +167,13 @@ impl MeshEngine {
             FairSpillPool::new(limits.memory_limit as usize),
             std::num::NonZeroUsize::MIN.saturating_add(4),
         ));
+        // No list-files cache: DataFusion's default keeps a Parquet listing forever, and new
+        // files must be seen by the next query.
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(
+                datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                    .with_list_files_cache_limit(0),
+            )
             .with_memory_pool(pool)
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
             .build_arc()
@@ -206,8 +215,15 @@ impl MeshEngine {
         })?;
         let redaction = redaction_rules(&mesh, limits.spill_dir.as_deref());
         let queries = QueryRuntime::try_new(limits.target_partitions)?;
+        let quality = Arc::new(QualityStore::try_new(
+            &mesh,
+            &runtime,
+            limits.target_partitions,
+            limits.batch_size,
+        )?);
         Ok(Self {
             inner: Arc::new(Inner {
+                quality,
                 delta_cache: Arc::new(DeltaCache::new(mesh.config.refresh_interval)),
                 admission: Admission::new(
                     limits.max_concurrent_queries,
@@ -305,6 +321,21 @@ impl MeshEngine {
     /// The audit log, for history and usage.
     pub(crate) fn audit_log(&self) -> &Arc<AuditLog> {
         &self.inner.audit
+    }
+
+    /// Starts the background quality monitor (`meshql serve` does): every `[quality]
+    /// check_interval` it observes each product's data and checks the rules of products whose
+    /// data version has no result yet, within the checks' concurrency and memory bounds. It
+    /// stops when the engine is dropped. Needs a Tokio runtime.
+    pub fn spawn_quality_monitor(&self) -> tokio::task::JoinHandle<()> {
+        // The catalog in force at each round: products published by a reload are observed.
+        let inner = Arc::downgrade(&self.inner);
+        let current = move || inner.upgrade().map(|i| Arc::clone(i.catalog.load().mesh()));
+        tokio::spawn(crate::quality_store::run_monitor(
+            current,
+            Arc::clone(&self.inner.runtime),
+            Arc::downgrade(&self.inner.quality),
+        ))
     }
 
     /// A session for one principal.
@@ -597,6 +628,9 @@ pub struct TableInfo {
     pub primary_key: Vec<String>,
     /// The contract's description of each column of `arrow_schema`, in the same order.
     pub column_descriptions: Vec<String>,
+    /// The product's last known status (`healthy`, or e.g. `failing: error rule ... failed`),
+    /// from earlier observations only (None before any, and for system tables).
+    pub status: Option<String>,
 }
 
 impl std::fmt::Debug for QuerySession {
@@ -639,6 +673,7 @@ impl QuerySession {
             principal: &principal,
             redaction: &snapshot.redaction,
             status: &engine.catalog_status(),
+            quality: &engine.inner.quality,
         })?;
         let reads = Arc::new(ReadLog::default());
         // The state for policy expressions is built on its own, not cloned from `state`:
@@ -658,6 +693,7 @@ impl QuerySession {
             state: policy_state,
             reads: Arc::clone(&reads),
             delta_cache: Arc::clone(&engine.inner.delta_cache),
+            quality: Arc::clone(&engine.inner.quality),
         });
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
@@ -754,6 +790,12 @@ impl QuerySession {
                     .map(|c| c.name.clone())
                     .collect(),
                 column_descriptions: visible.iter().map(|c| c.description.clone()).collect(),
+                status: crate::product_status::known_status(
+                    mesh,
+                    &self.engine.inner.quality,
+                    &self.principal,
+                    p,
+                ),
             });
         }
         for name in self.system.table_names() {
@@ -770,6 +812,7 @@ impl QuerySession {
                     owner: String::new(),
                     version: String::new(),
                     primary_key: Vec::new(),
+                    status: None,
                 });
             }
         }

@@ -9,7 +9,10 @@
 //!
 //! `meshql.products` also shows each product's freshness: its current Delta version (or Parquet
 //! file count), when its data last changed, its contract's freshness SLA and whether the SLA is
-//! met now. Only querying that table reads storage (listing files, the Delta log); listing
+//! met now, and its status (`healthy`, `warning`, `at_risk`, `stale`, `failing`,
+//! `unavailable`; see `product_status`). `meshql.quality`, `meshql.lineage` and
+//! `meshql.column_lineage` come from `product_status`. Only querying `products` and `quality`
+//! reads storage (listing files, the Delta log; quality checks run in the background); listing
 //! tables and every metadata call answer from the catalog alone.
 
 use std::sync::Arc;
@@ -17,21 +20,18 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use arrow::array::TimestampMicrosecondArray;
 use arrow::datatypes::{SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use futures::StreamExt;
-use meshql_catalog::{Format, Mesh};
-use object_store::ObjectStoreExt;
+use meshql_catalog::Mesh;
 
 use crate::audit::{AuditLog, AUDIT_ADMIN_GROUP};
 use crate::error::{redact_text, EngineError, Result};
+use crate::quality_store::QualityStore;
 use meshql_catalog::Principal;
 
 /// Name of the system schema.
@@ -63,6 +63,8 @@ pub(crate) struct SystemContext<'a> {
     pub(crate) visible_columns: &'a dyn Fn(&str, &str) -> Option<Vec<String>>,
     pub(crate) audit: &'a Arc<AuditLog>,
     pub(crate) principal: &'a Principal,
+    /// Quality results and observations of products' storage.
+    pub(crate) quality: &'a Arc<QualityStore>,
     /// Replacements that take bucket roots and local paths out of texts shown to non-admins.
     pub(crate) redaction: &'a Arc<Vec<(String, String)>>,
     /// The reload status, for `meshql.catalog_status`.
@@ -79,6 +81,7 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
         principal,
         redaction,
         status,
+        quality,
     } = cx;
     let admin = principal.has_group(AUDIT_ADMIN_GROUP);
     let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
@@ -96,6 +99,8 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
             Arc::clone(mesh),
         )),
         redaction: Arc::clone(redaction),
+        quality: Arc::clone(quality),
+        principal: principal.clone(),
     };
     let domains: Vec<_> = mesh
         .domains
@@ -240,9 +245,6 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
     Ok(Arc::new(schema))
 }
 
-/// How long one product's freshness check may take before it is reported unavailable.
-const FRESHNESS_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The system schema of one session.
 #[derive(Debug)]
 pub(crate) struct SystemSchema {
@@ -253,7 +255,12 @@ pub(crate) struct SystemSchema {
     /// `meshql.usage`, computed from the audit ring when scanned.
     usage: Arc<crate::usage::UsageTable>,
     redaction: Arc<Vec<(String, String)>>,
+    quality: Arc<QualityStore>,
+    principal: Principal,
 }
+
+/// System tables computed when they are read (`product_status`).
+const HEALTH_TABLES: &[&str] = &["quality", "lineage", "column_lineage"];
 
 /// `meshql.audit`: the records of the engine's audit ring this principal may see, read when
 /// the table is scanned.
@@ -344,8 +351,10 @@ fn freshness_fields() -> Vec<Field> {
             true,
         ),
         Field::new("sla_met", DataType::Boolean, true),
-        s("status", false),
     ]
+    .into_iter()
+    .chain(crate::product_status::product_status_fields())
+    .collect()
 }
 
 impl SystemSchema {
@@ -356,6 +365,14 @@ impl SystemSchema {
         }
         if name == "usage" {
             return Some(crate::usage::usage_schema());
+        }
+        match name {
+            "quality" => return Some(Arc::new(crate::product_status::quality_schema())),
+            "lineage" => return Some(Arc::new(crate::product_status::lineage_schema())),
+            "column_lineage" => {
+                return Some(Arc::new(crate::product_status::column_lineage_schema()))
+            }
+            _ => {}
         }
         let t = self.tables.get(name)?;
         if name == "products" {
@@ -397,151 +414,59 @@ impl SystemSchema {
         use arrow::array::AsArray;
         let domains = batch.column(0).as_string::<i32>().clone();
         let names = batch.column(1).as_string::<i32>().clone();
-        let checks = (0..batch.num_rows()).map(|i| {
-            let (d, n) = (domains.value(i).to_string(), names.value(i).to_string());
-            async move {
-                match tokio::time::timeout(FRESHNESS_TIMEOUT, self.freshness(&d, &n)).await {
-                    Ok(f) => f,
-                    Err(_) => {
-                        Freshness::unavailable("timed out reading the product's storage".into())
-                    }
-                }
-            }
-        });
-        let fresh: Vec<Freshness> = futures::future::join_all(checks).await;
-        let now_us = chrono::Utc::now().timestamp_micros();
-        let sla_met: Vec<Option<bool>> = (0..batch.num_rows())
-            .map(|i| {
-                let p = self.mesh.product(domains.value(i), names.value(i))?;
-                let (_, secs) = p.manifest.sla.freshness.as_ref()?;
-                let last = fresh[i].last_modified_us?;
-                Some(now_us - last <= *secs as i64 * 1_000_000)
-            })
+        let products: Vec<&meshql_catalog::Product> = (0..batch.num_rows())
+            .filter_map(|i| self.mesh.product(domains.value(i), names.value(i)))
             .collect();
+        if products.len() != batch.num_rows() {
+            return Err(EngineError::Internal("products table out of date".into()));
+        }
+        let cx = crate::product_status::HealthContext {
+            mesh: &self.mesh,
+            runtime: &self.runtime,
+            store: &self.quality,
+            principal: &self.principal,
+        };
+        let health = crate::product_status::products_health(&cx, &products).await;
+        let state = |h: &crate::product_status::ProductHealth| h.state.as_ref().ok().cloned();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         columns.push(Arc::new(Int64Array::from(
-            fresh.iter().map(|f| f.version).collect::<Vec<_>>(),
+            health
+                .iter()
+                .map(|h| state(h).and_then(|s| s.delta_version))
+                .collect::<Vec<_>>(),
         )));
         columns.push(Arc::new(Int64Array::from(
-            fresh.iter().map(|f| f.files).collect::<Vec<_>>(),
+            health
+                .iter()
+                .map(|h| state(h).and_then(|s| s.files))
+                .collect::<Vec<_>>(),
         )));
         columns.push(Arc::new(
             TimestampMicrosecondArray::from(
-                fresh.iter().map(|f| f.last_modified_us).collect::<Vec<_>>(),
+                health
+                    .iter()
+                    .map(|h| state(h).and_then(|s| s.last_modified_us))
+                    .collect::<Vec<_>>(),
             )
             .with_timezone("UTC"),
         ));
-        columns.push(Arc::new(BooleanArray::from(sla_met)));
-        let status: Vec<String> = fresh
+        columns.push(Arc::new(BooleanArray::from(
+            health.iter().map(|h| h.sla_met).collect::<Vec<_>>(),
+        )));
+        columns.push(strings(health.iter().map(|h| Some(h.status.as_str()))));
+        let details: Vec<String> = health
             .iter()
-            .map(|f| redact_text(f.status.clone(), &self.redaction))
+            .map(|h| redact_text(h.detail.clone(), &self.redaction))
             .collect();
-        columns.push(strings(status.iter().map(|f| Some(f.as_str()))));
+        columns.push(strings(details.iter().map(|d| Some(d.as_str()))));
+        columns.push(strings(
+            health.iter().map(|h| h.at_risk_upstream.as_deref()),
+        ));
         let schema = self
             .schema_of("products")
             .ok_or_else(|| EngineError::Internal("no products schema".into()))?;
         let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         table(fields, columns)
-    }
-
-    async fn freshness(&self, domain: &str, product: &str) -> Freshness {
-        let (Some(d), Some(p)) = (self.mesh.domain(domain), self.mesh.product(domain, product))
-        else {
-            return Freshness::unavailable("unknown product".into());
-        };
-        let url = match crate::product::product_url(d, p) {
-            Ok(u) => u,
-            Err(e) => return Freshness::unavailable(e.to_string()),
-        };
-        match p.manifest.format {
-            Format::Delta => match crate::product::open_delta(&self.runtime, &url, None).await {
-                Err(e) => Freshness::unavailable(e.message),
-                Ok(table) => {
-                    let files = table.get_file_uris().map(|f| f.count() as i64).ok();
-                    let last = match table.history(Some(1)).next().await {
-                        Some(Ok(commit)) => commit.timestamp.map(|ms| ms * 1000),
-                        _ => None,
-                    };
-                    Freshness {
-                        version: table.version().and_then(|v| i64::try_from(v).ok()),
-                        files,
-                        last_modified_us: last,
-                        status: "ok".into(),
-                    }
-                }
-            },
-            Format::Parquet => {
-                let store = match ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
-                    .map_err(|e| e.to_string())
-                    .and_then(|u| self.runtime.object_store(&u).map_err(|e| e.to_string()))
-                {
-                    Ok(s) => s,
-                    Err(e) => return Freshness::unavailable(e),
-                };
-                let path = match object_store::path::Path::from_url_path(url.path()) {
-                    Ok(p) => p,
-                    Err(e) => return Freshness::unavailable(e.to_string()),
-                };
-                // One file, or (NotFound) a directory of files; any other answer (a refusal, a
-                // timeout) is the storage's problem, not "no files".
-                match store.head(&path).await {
-                    Ok(meta) => {
-                        return Freshness {
-                            version: None,
-                            files: Some(1),
-                            last_modified_us: Some(meta.last_modified.timestamp_micros()),
-                            status: "ok".into(),
-                        }
-                    }
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Freshness::unavailable(e.to_string()),
-                }
-                let mut files = 0i64;
-                let mut last: Option<i64> = None;
-                let mut listing = store.list(Some(&path));
-                while let Some(item) = listing.next().await {
-                    match item {
-                        Ok(meta) if meta.location.as_ref().ends_with(".parquet") => {
-                            files += 1;
-                            let t = meta.last_modified.timestamp_micros();
-                            last = Some(last.map_or(t, |l: i64| l.max(t)));
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Freshness::unavailable(e.to_string()),
-                    }
-                }
-                if files == 0 {
-                    return Freshness::unavailable(
-                        "no Parquet files at the product's location".to_string(),
-                    );
-                }
-                Freshness {
-                    version: None,
-                    files: Some(files),
-                    last_modified_us: last,
-                    status: "ok".into(),
-                }
-            }
-        }
-    }
-}
-
-/// What a product's storage says about its freshness.
-struct Freshness {
-    version: Option<i64>,
-    files: Option<i64>,
-    last_modified_us: Option<i64>,
-    status: String,
-}
-
-impl Freshness {
-    fn unavailable(message: String) -> Self {
-        Self {
-            version: None,
-            files: None,
-            last_modified_us: None,
-            status: format!("unavailable: {message}"),
-        }
     }
 }
 
@@ -551,11 +476,38 @@ impl SchemaProvider for SystemSchema {
         let mut names: Vec<String> = self.tables.keys().cloned().collect();
         names.push("audit".to_string());
         names.push("usage".to_string());
+        names.extend(HEALTH_TABLES.iter().map(|t| t.to_string()));
         names.sort();
         names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let cx = crate::product_status::HealthContext {
+            mesh: &self.mesh,
+            runtime: &self.runtime,
+            store: &self.quality,
+            principal: &self.principal,
+        };
+        match name {
+            "quality" => {
+                return Ok(Some(
+                    crate::product_status::quality_table(&cx).await? as Arc<dyn TableProvider>,
+                ))
+            }
+            "lineage" => {
+                return Ok(Some(
+                    crate::product_status::lineage_table(&self.mesh, &self.principal)?
+                        as Arc<dyn TableProvider>,
+                ))
+            }
+            "column_lineage" => {
+                return Ok(Some(crate::product_status::column_lineage_table(
+                    &self.mesh,
+                    &self.principal,
+                )? as Arc<dyn TableProvider>))
+            }
+            _ => {}
+        }
         if name == "products" {
             return Ok(Some(
                 self.products_with_freshness().await? as Arc<dyn TableProvider>,
@@ -583,6 +535,9 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "audit" || name == "usage" || self.tables.contains_key(name)
+        name == "audit"
+            || name == "usage"
+            || self.tables.contains_key(name)
+            || HEALTH_TABLES.contains(&name)
     }
 }

@@ -285,6 +285,7 @@ mod tests {
                     delta_version: None,
                     columns: vec![],
                     policies: vec![],
+                    sla_breach: None,
                 })
                 .collect(),
             rows: 0,

@@ -55,6 +55,8 @@ pub(crate) mod product_keys {
     pub(crate) const OWNER: &str = "meshql:owner";
     pub(crate) const VERSION: &str = "meshql:version";
     pub(crate) const PRIMARY_KEY: &str = "meshql:primary_key";
+    /// The product's last known status (`healthy`, `failing: ...`; see docs/quality.md).
+    pub(crate) const STATUS: &str = "meshql:status";
 }
 
 /// The SQL name, precision and scale a client should show for an Arrow type.
@@ -181,6 +183,7 @@ pub(crate) fn table_schema(t: &TableInfo) -> Schema {
         (product_keys::OWNER, t.owner.clone()),
         (product_keys::VERSION, t.version.clone()),
         (product_keys::PRIMARY_KEY, t.primary_key.join(",")),
+        (product_keys::STATUS, t.status.clone().unwrap_or_default()),
     ] {
         if !v.is_empty() {
             md.insert(k.to_string(), v);

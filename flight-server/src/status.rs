@@ -11,6 +11,7 @@
 //! | `Storage`             | UNAVAILABLE         | other storage or I/O (spill files)          |
 //! | `WorkerUnavailable`   | UNAVAILABLE         | a cluster worker failed or went away        |
 //! | `ContractViolation`   | FAILED_PRECONDITION | the data breaks its contract                |
+//! | `ProductStale`        | FAILED_PRECONDITION | data older than a `refuse` freshness SLA    |
 //! | `ResourcesExhausted`  | RESOURCE_EXHAUSTED  | memory, queue or time limit                 |
 //! | `Cancelled`           | CANCELLED           | the query was cancelled                     |
 //! | `Catalog`             | INTERNAL            | the catalog is broken (startup problem)     |
@@ -35,6 +36,7 @@ pub(crate) fn code(e: &EngineError) -> Code {
         EngineError::Storage { .. } => Code::Unavailable,
         EngineError::WorkerUnavailable { .. } => Code::Unavailable,
         EngineError::ContractViolation { .. } => Code::FailedPrecondition,
+        EngineError::ProductStale { .. } => Code::FailedPrecondition,
         EngineError::ResourcesExhausted { .. } => Code::ResourceExhausted,
         EngineError::Cancelled => Code::Cancelled,
         EngineError::Catalog(_) => Code::Internal,
@@ -158,6 +160,12 @@ mod tests {
             product: "a.b".into(),
             column: "c".into(),
             message: "is missing".into(),
+        } => Code::FailedPrecondition;
+        product_stale_is_failed_precondition: EngineError::ProductStale {
+            product: "a.b".into(),
+            sla: "6h".into(),
+            age: "7h".into(),
+            stale_reader_group: "stale_reader".into(),
         } => Code::FailedPrecondition;
         resources_exhausted_is_resource_exhausted: EngineError::ResourcesExhausted {
             message: "query_memory_limit".into(),

@@ -602,7 +602,7 @@ async fn metadata_rpcs_for_jdbc() {
         .await
         .unwrap();
     let b = fetch(&mut c, info).await.unwrap();
-    assert_eq!(rows(&b), 6, "every product, no system table");
+    assert_eq!(rows(&b), 7, "every product, no system table");
 
     // Column metadata in table_schema.
     let info = c
@@ -1164,5 +1164,100 @@ async fn failures_have_their_status_codes() {
     assert!(err.contains("sales.order_items"), "{err}");
     let root = server.dir().display().to_string();
     assert!(!err.contains(root.trim_start_matches('/')), "{err}");
+    server.stop().await;
+}
+
+/// A product whose freshness SLA says `on_breach = "refuse"` and whose data is older than it:
+/// reading it is FAILED_PRECONDITION naming the product and its SLA; GetTables carries the
+/// product's status once it is known.
+#[tokio::test]
+async fn a_stale_product_under_refuse_is_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions {
+        dir: dir.path().to_path_buf(),
+        scale: 1,
+        force: false,
+    };
+    let mut progress = |_: &str| {};
+    let report = write_demo(&opts, &mut progress).await.unwrap();
+    let manifest = dir.path().join("catalog/shipping/products/shipments.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "freshness = \"6h\"\n",
+            "freshness = \"6h\"\non_breach = \"refuse\"\n",
+        ),
+    )
+    .unwrap();
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    for entry in
+        std::fs::read_dir(dir.path().join("buckets/shipping/shipments/_delta_log")).unwrap()
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(day_ago)
+                .unwrap();
+        }
+    }
+    let server = TestServer::start_with(dir, &report.config).await;
+    let mut c = server.login("shipping_ds").await;
+    let status = match c
+        .execute("SELECT count(*) FROM shipping.shipments".to_string(), None)
+        .await
+    {
+        Ok(info) => match fetch(&mut c, info).await {
+            Err(arrow_flight::error::FlightError::Tonic(s)) => *s,
+            other => panic!("{other:?}"),
+        },
+        Err(arrow_flight::error::FlightError::Tonic(s)) => *s,
+        Err(other) => panic!("{other:?}"),
+    };
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("shipping.shipments") && status.message().contains("SLA of 6h"),
+        "{}",
+        status.message()
+    );
+    // The server keeps serving; time travel is exempt.
+    let b = sql(
+        &mut c,
+        "SELECT count(*) FROM shipping.shipments VERSION AS OF 0",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows(&b), 1);
+    // meshql.products observes the product; GetTables then reports its last known status.
+    sql(&mut c, "SELECT * FROM meshql.products").await.unwrap();
+    let info = c
+        .get_tables(CommandGetTables {
+            catalog: Some("mesh".into()),
+            db_schema_filter_pattern: Some("shipping".into()),
+            table_name_filter_pattern: Some("%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let b = fetch(&mut c, info).await.unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for batch in &b {
+        for i in 0..batch.num_rows() {
+            let name = batch.column(2).as_string::<i32>().value(i).to_string();
+            let bytes = batch.column(4).as_binary::<i32>().value(i);
+            let schema =
+                arrow::datatypes::Schema::try_from(IpcMessage(bytes.to_vec().into())).unwrap();
+            seen.insert(name, schema.metadata()["meshql:status"].clone());
+        }
+    }
+    assert!(seen["shipments"].starts_with("stale: "), "{seen:?}");
+    assert_eq!(
+        seen["delivery_performance"],
+        "at_risk: upstream product shipping.shipments is stale"
+    );
     server.stop().await;
 }

@@ -204,7 +204,8 @@ async function product(domain, name) {
   fact(facts, "owner", p.owner);
   fact(facts, "version", p.version);
   fact(facts, "format", p.format);
-  fact(facts, "status", el("span", { class: "badge " + (p.status === "ok" ? "ok" : "bad"), text: p.status }));
+  fact(facts, "status", el("span", { class: "badge " + (p.status === "healthy" ? "ok" : "bad"), text: p.status }));
+  if (p.deprecation && p.deprecation.deprecated) fact(facts, "deprecated", el("span", { class: "badge bad", text: p.deprecation.message || "deprecated" }));
   fact(facts, "tags", p.tags.join(", ") || "—");
   if (p.access.restricted) {
     const what = [];
@@ -231,17 +232,20 @@ async function product(domain, name) {
     if (f.data_version !== null && f.data_version !== undefined) fact(fr, "Delta version", String(f.data_version));
     if (f.files !== null && f.files !== undefined) fact(fr, "files", String(f.files));
     if (f.sla_met !== null && f.sla_met !== undefined) fact(fr, "SLA met", el("span", { class: "badge " + (f.sla_met ? "ok" : "bad"), text: f.sla_met ? "yes" : "no" }));
-    fact(fr, "status", f.status);
+    fact(fr, "status", f.status_detail ? `${f.status}: ${f.status_detail}` : f.status);
+    if (f.at_risk_upstream) fact(fr, "at risk from", f.at_risk_upstream);
   }
   usagePanel($("usage"), p.usage, p.domain);
-  if (p.quality && p.quality.available) {
-    $("quality").append(table([{ name: "rule" }, { name: "severity" }, { name: "status" }, { name: "observed" }],
-      p.quality.results.map((r) => [r.rule, r.severity, r.status, r.observed ?? null])));
-  } else notAvailable($("quality"), "Quality results");
+  if (p.quality && p.quality.available && p.quality.results.length) {
+    $("quality").append(table([{ name: "rule" }, { name: "type" }, { name: "severity" }, { name: "status" }, { name: "observed" }, { name: "checked" }],
+      p.quality.results.map((r) => [r.rule, r.type, r.severity, r.status, r.observed ?? null, r.checked_at ?? null]), "quality-table"));
+  } else if (p.quality && p.quality.available) $("quality").append(el("p", { class: "muted", text: "No quality rules in this product's contract." }));
+  else notAvailable($("quality"), "Quality results");
   if (p.lineage && p.lineage.available) $("lineage").append(lineageGraph(p.lineage, p.qualified_name));
   else notAvailable($("lineage"), "Lineage");
   if (p.deprecation && p.deprecation.available) {
-    $("deprecation").append(el("p", { text: p.deprecation.deprecated ? (p.deprecation.message || "deprecated") : "not deprecated" }));
+    $("deprecation").append(el("p", { text: p.deprecation.deprecated ? (p.deprecation.message || "deprecated") : "The product is not deprecated." }));
+    for (const c of p.deprecation.columns || []) $("deprecation").append(el("p", { text: `column ${c.column}: ${c.message}` }));
   } else notAvailable($("deprecation"), "Deprecation");
   const c = p.connect;
   $("connect").append(

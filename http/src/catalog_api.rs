@@ -126,6 +126,32 @@ pub(crate) async fn catalog(
     Json(json!({"query": query.q, "domains": domains, "products": products}))
 }
 
+/// Most rows a product page section (quality results, lineage edges) lists.
+const MAX_SECTION_ROWS: usize = 200;
+
+/// Rows as JSON objects keyed by column name.
+fn rows_as_objects(columns: &Value, rows: Vec<Value>) -> Vec<Value> {
+    let names: Vec<String> = columns
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|f| f["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.into_iter()
+        .map(|row| {
+            let mut obj = serde_json::Map::new();
+            if let Value::Array(values) = row {
+                for (n, v) in names.iter().zip(values) {
+                    obj.insert(n.clone(), v);
+                }
+            }
+            Value::Object(obj)
+        })
+        .collect()
+}
+
 /// Runs one query as the viewer and returns its columns and up to `limit` rows as JSON.
 pub(crate) async fn run_small(
     state: &AppState,
@@ -288,36 +314,73 @@ pub(crate) async fn product(
         .map(|c| c.name.as_str())
         .collect();
     let restricted = !access.is_unrestricted(m);
-    // Freshness: what `meshql.products` says to this viewer.
+    // Freshness and status: what `meshql.products` says to this viewer.
     let freshness_sql = format!(
         "/* meshql-ui: product page */ SELECT data_version, files, \
-         CAST(last_modified AS VARCHAR) AS last_modified, sla_met, status \
-         FROM meshql.products WHERE domain = '{}' AND name = '{}'",
+         CAST(last_modified AS VARCHAR) AS last_modified, sla_met, status, status_detail, \
+         at_risk_upstream FROM meshql.products WHERE domain = '{}' AND name = '{}'",
         m.domain, m.name
     );
     let freshness = match run_small(&state, &viewer, &freshness_sql, 1).await {
-        Ok((cols, rows)) => rows.into_iter().next().map(|row| {
-            let names = cols
-                .as_array()
-                .map(|c| c.iter().map(|f| f["name"].clone()).collect::<Vec<_>>())
-                .unwrap_or_default();
-            let mut obj = serde_json::Map::new();
-            if let Value::Array(values) = row {
-                for (n, v) in names.into_iter().zip(values) {
-                    if let Value::String(n) = n {
-                        obj.insert(n, v);
-                    }
-                }
-            }
-            Value::Object(obj)
-        }),
-        Err(e) => Some(json!({"status": format!("unavailable: {e}")})),
+        Ok((cols, rows)) => rows_as_objects(&cols, rows).into_iter().next(),
+        Err(e) => Some(json!({"status": "unavailable", "status_detail": e.to_string()})),
     };
     let status = freshness
         .as_ref()
         .and_then(|f| f["status"].as_str())
         .unwrap_or("unknown")
         .to_string();
+    // Quality results and lineage edges, as `meshql.quality` / `meshql.lineage` show them to
+    // this viewer (observed values withheld and hidden products left out by the engine).
+    let quality_sql = format!(
+        "/* meshql-ui: product page */ SELECT rule, type, severity, status, observed, \
+         CAST(checked_at AS VARCHAR) AS checked_at, description FROM meshql.quality \
+         WHERE domain = '{}' AND product = '{}' ORDER BY rule",
+        m.domain, m.name
+    );
+    let quality = match run_small(&state, &viewer, &quality_sql, MAX_SECTION_ROWS).await {
+        Ok((cols, rows)) => json!({"available": true, "results": rows_as_objects(&cols, rows)}),
+        Err(e) => json!({"available": false, "results": [], "error": e.to_string()}),
+    };
+    let lineage_sql = format!(
+        "/* meshql-ui: product page */ SELECT product, input FROM meshql.lineage \
+         WHERE product = '{qualified}' OR input = '{qualified}' ORDER BY product, input"
+    );
+    let lineage = match run_small(&state, &viewer, &lineage_sql, MAX_SECTION_ROWS).await {
+        Ok((_, rows)) => {
+            let (mut upstream, mut downstream) = (Vec::new(), Vec::new());
+            for row in rows {
+                let (Some(p), Some(i)) = (row[0].as_str(), row[1].as_str()) else {
+                    continue;
+                };
+                if p == qualified {
+                    upstream.push(i.to_string());
+                } else {
+                    downstream.push(p.to_string());
+                }
+            }
+            json!({"available": true, "upstream": upstream, "downstream": downstream})
+        }
+        Err(e) => {
+            json!({"available": false, "upstream": [], "downstream": [], "error": e.to_string()})
+        }
+    };
+    // Deprecation marks of the product and of the columns this viewer can see.
+    let deprecated_columns: Vec<Value> = access
+        .columns
+        .iter()
+        .filter_map(|(c, _)| m.column(c))
+        .filter_map(|c| {
+            let d = c.deprecated.as_ref()?;
+            Some(json!({"column": c.name, "message": d.to_string()}))
+        })
+        .collect();
+    let deprecation = json!({
+        "available": true,
+        "deprecated": m.deprecated.is_some(),
+        "message": m.deprecated.as_ref().map(|d| d.to_string()),
+        "columns": deprecated_columns,
+    });
     let usage = state
         .inner
         .engine
@@ -346,9 +409,9 @@ pub(crate) async fn product(
             "freshness": m.sla.freshness.as_ref().map(|(t, _)| t),
         },
         "freshness": freshness,
-        "quality": {"available": false, "results": []},
-        "lineage": {"available": false, "upstream": [], "downstream": []},
-        "deprecation": {"available": false, "deprecated": false},
+        "quality": quality,
+        "lineage": lineage,
+        "deprecation": deprecation,
         "usage": usage,
         "connect": connect_snippets(&state, &headers, &viewer.principal.user, &qualified),
     })))

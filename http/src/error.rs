@@ -63,6 +63,7 @@ pub fn engine_code(e: &EngineError) -> Code {
         EngineError::Catalog(_) => Code::Internal,
         EngineError::ProductUnavailable { .. } => Code::Unavailable,
         EngineError::ContractViolation { .. } => Code::FailedPrecondition,
+        EngineError::ProductStale { .. } => Code::FailedPrecondition,
         EngineError::ReadOnly(_) => Code::PermissionDenied,
         EngineError::AccessDenied { .. } => Code::PermissionDenied,
         EngineError::Plan { .. } => Code::InvalidArgument,

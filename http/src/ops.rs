@@ -59,6 +59,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let usage = state.inner.engine.resource_usage();
     metrics::gauge!(telemetry::MEMORY_POOL_USED).set(usage.memory_pool_used as f64);
     metrics::gauge!(telemetry::SPILL_DISK_BYTES).set(usage.spill_disk_bytes as f64);
+    metrics::gauge!(telemetry::QUERIES_QUEUED).set(usage.queries_queued as f64);
     let mut response = state.inner.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -90,6 +90,7 @@ PRODUCTS = [
     ("marketing", "leads"),
     ("sales", "order_items"),
     ("sales", "orders"),
+    ("shipping", "delivery_performance"),
     ("shipping", "shipments"),
 ]
 

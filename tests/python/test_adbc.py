@@ -45,6 +45,16 @@ PRODUCT_COLUMNS: Dict[Tuple[str, str], List[str]] = {
         "delivered_at",
         "returned",
     ],
+    ("shipping", "delivery_performance"): [
+        "order_id",
+        "carrier",
+        "region",
+        "shipped_at",
+        "promised_at",
+        "delivered_at",
+        "days_late",
+        "on_time",
+    ],
     ("inventory", "stock"): ["sku", "warehouse", "on_hand", "updated_at"],
     ("marketing", "leads"): [
         "lead_id",

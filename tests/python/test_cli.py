@@ -31,7 +31,7 @@ def mesh_copy(demo_dir: Path, tmp_path: Path) -> Path:
 def test_lint_passes_on_the_demo(meshql_bin: Path, demo_dir: Path) -> None:
     r = meshql(meshql_bin, "catalog", "lint", "--config", str(demo_dir / "meshql.toml"), "--data")
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
-    assert b"6 product(s)" in r.stdout
+    assert b"7 product(s)" in r.stdout
 
 
 def test_lint_reports_all_three_mistakes_with_file_and_field(meshql_bin: Path, mesh_copy: Path) -> None:

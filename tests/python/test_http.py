@@ -38,7 +38,7 @@ USERS = sorted(VISIBLE)
 # A JWT principal granted two columns of customers.customers only.
 COLUMN_GRANT = """
 [[grants]]
-to = ["user:col_reader"]
+to = ["user:jwt:col_reader"]
 products = ["customers"]
 columns = ["customer_id", "tier"]
 """
@@ -463,11 +463,19 @@ def test_usage_per_product(web: Server) -> None:
 def test_product_page_shape(web: Server) -> None:
     page = client_as(web, "shipping_ds").json("GET", "/api/v1/products/sales/orders")
     assert page["owner"] and page["version"] and page["format"] == "delta"
-    assert page["status"] == "ok" and page["freshness"]["data_version"] is not None
+    assert page["freshness"]["data_version"] is not None
+    # The page's status is meshql.products' status for the same viewer.
+    listed = flight_rows(web, "shipping_ds", "SELECT status FROM meshql.products WHERE domain = 'sales' AND name = 'orders'").to_pylist()
+    assert page["status"] == listed[0]["status"] and page["status"] in (
+        "healthy", "warning", "at_risk", "stale", "failing", "unavailable")
     assert [c["name"] for c in page["contract"]["columns"]][:2] == ["order_id", "customer_id"]
     assert page["contract"]["primary_key"] == ["order_id"]
-    for section in ("quality", "lineage", "deprecation"):
-        assert page[section]["available"] is False
+    # Quality rules of the contract, lineage both ways, deprecation marks.
+    assert page["quality"]["available"] is True
+    assert "order_id_unique" in {r["rule"] for r in page["quality"]["results"]}
+    assert page["lineage"]["available"] is True
+    assert "shipping.delivery_performance" in page["lineage"]["downstream"]
+    assert page["deprecation"] == {"available": True, "deprecated": False, "message": None, "columns": []}
     port = web.uri.rsplit(":", 1)[1]
     assert page["connect"]["jdbc_url"].startswith(f"jdbc:arrow-flight-sql://127.0.0.1:{port}?useEncryption=false")
     assert page["connect"]["sqlalchemy_uri"] == f"datafusion+flightsql://shipping_ds:...@127.0.0.1:{port}?insecure=true"
@@ -503,6 +511,7 @@ def test_metrics_health_and_readiness(web: Server) -> None:
         'meshql_bytes_sent_total{transport="http"}',
         'meshql_queries_running{transport="flight"}',
         "meshql_memory_pool_used_bytes",
+        "meshql_queries_queued ",
         'meshql_object_store_requests_total{domain="sales",',
         'meshql_http_requests_total{method="GET",route="/api/v1/products/{domain}/{name}",status="404"}',
     ]:

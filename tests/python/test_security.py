@@ -36,13 +36,14 @@ ALL = [
     "marketing.leads",
     "sales.order_items",
     "sales.orders",
+    "shipping.delivery_performance",
     "shipping.shipments",
 ]
 VISIBLE: Dict[str, List[str]] = {
     "admin": ALL,
     "sales_analyst": ["customers.customers", "sales.order_items", "sales.orders", "shipping.shipments"],
     "eu_analyst": ["customers.customers", "sales.orders"],
-    "shipping_ds": ["sales.order_items", "sales.orders", "shipping.shipments"],
+    "shipping_ds": ["sales.order_items", "sales.orders", "shipping.delivery_performance", "shipping.shipments"],
     "guest": [],
 }
 

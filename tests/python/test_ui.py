@@ -175,7 +175,10 @@ def test_eu_analyst_in_the_browser(ui_server, browser, shots: Path, downloads: P
     contract = d.find_element(By.ID, "contract").text
     assert "email" in contract and "masked" in contract and "pii" in contract
     assert "fresher than" in d.find_element(By.ID, "freshness").text or "SLA" in d.find_element(By.ID, "freshness").text
-    assert "not available" in d.find_element(By.ID, "lineage").text
+    wait(d, lambda _: d.find_elements(By.CSS_SELECTOR, "#lineage svg.lineage"), "the lineage graph")
+    assert "not available" not in d.find_element(By.ID, "lineage").text
+    assert "customers.customers" in d.find_element(By.ID, "lineage").get_attribute("textContent")
+    assert "not available" not in d.find_element(By.ID, "quality").text
     connect_text = d.find_element(By.ID, "connect").text
     assert f"127.0.0.1:{ui_server.port}" in connect_text and "jdbc:arrow-flight-sql://" in connect_text
     d.save_screenshot(str(shots / "product.png"))
