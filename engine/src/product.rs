@@ -336,9 +336,56 @@ pub(crate) struct ProductTable {
     secured: Option<SecuredView>,
     schema: SchemaRef,
     reads: Option<Arc<ReadLog>>,
+    /// The product's deprecation and its deprecated columns, recorded in the audit record of
+    /// every query that reads them.
+    deprecations: Deprecations,
+}
+
+/// What of a product is deprecated, as audit records name it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Deprecations {
+    /// `product: reason (sunset ...)`.
+    product: Option<String>,
+    /// (column, `column c: reason (sunset ...)`).
+    columns: Vec<(String, String)>,
+}
+
+impl Deprecations {
+    pub(crate) fn of(manifest: &meshql_catalog::ProductManifest) -> Self {
+        Self {
+            product: manifest
+                .deprecated
+                .as_ref()
+                .map(|d| format!("product: {d}")),
+            columns: manifest
+                .columns
+                .iter()
+                .filter_map(|c| {
+                    let d = c.deprecated.as_ref()?;
+                    Some((c.name.clone(), format!("column {}: {d}", c.name)))
+                })
+                .collect(),
+        }
+    }
+
+    /// The deprecations a read of `columns` touches.
+    fn read<'a>(&'a self, columns: &'a [String]) -> impl Iterator<Item = String> + 'a {
+        self.product.iter().cloned().chain(
+            self.columns
+                .iter()
+                .filter(|(c, _)| columns.contains(c))
+                .map(|(_, d)| d.clone()),
+        )
+    }
 }
 
 impl ProductTable {
+    /// Records reads of the deprecated product or columns in the audit record.
+    pub(crate) fn with_deprecations(mut self, deprecations: Deprecations) -> Self {
+        self.deprecations = deprecations;
+        self
+    }
+
     pub(crate) fn try_new(
         product: String,
         plan: LogicalPlan,
@@ -366,6 +413,7 @@ impl ProductTable {
             secured,
             schema,
             reads,
+            deprecations: Deprecations::default(),
         })
     }
 }
@@ -405,12 +453,12 @@ impl TableProvider for ProductTable {
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.unwrap_or(&all);
         if let Some(reads) = &self.reads {
-            reads.columns_read(
-                &self.product,
-                projection
-                    .iter()
-                    .map(|i| self.schema.field(*i).name().clone()),
-            );
+            let columns: Vec<String> = projection
+                .iter()
+                .map(|i| self.schema.field(*i).name().clone())
+                .collect();
+            reads.deprecated_read(&self.product, self.deprecations.read(&columns));
+            reads.columns_read(&self.product, columns.into_iter());
         }
         match &self.secured {
             None => {
@@ -471,6 +519,10 @@ pub struct ProductRead {
     /// past its freshness SLA of 6h`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sla_breach: Option<String>,
+    /// The deprecated things the query read: `product: reason (sunset YYYY-MM-DD)` and
+    /// `column c: reason (sunset ...)`, so the owning domain sees who still depends on them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deprecated: Vec<String>,
 }
 
 impl ReadLog {
@@ -492,6 +544,7 @@ impl ReadLog {
                 columns: Vec::new(),
                 policies,
                 sla_breach: None,
+                deprecated: Vec::new(),
             }),
         }
     }
@@ -501,6 +554,17 @@ impl ReadLog {
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = reads.iter_mut().find(|r| r.product == product) {
             r.sla_breach = Some(breach);
+        }
+    }
+
+    fn deprecated_read(&self, product: &str, deprecated: impl Iterator<Item = String>) {
+        let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = reads.iter_mut().find(|r| r.product == product) {
+            for d in deprecated {
+                if !r.deprecated.contains(&d) {
+                    r.deprecated.push(d);
+                }
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use meshql_catalog::{Domain, Mesh, Principal};
 use crate::delta_cache::DeltaCache;
 use crate::freshness::{query_sla, RefusedTable, SlaVerdict};
 use crate::policy::compile;
-use crate::product::{resolve_product, ProductTable, ReadLog};
+use crate::product::{resolve_product, Deprecations, ProductTable, ReadLog};
 use crate::system::SYSTEM_SCHEMA;
 use crate::time_travel::split_versioned;
 
@@ -183,7 +183,8 @@ impl SchemaProvider for DomainSchema {
             resolved.plan,
             secured,
             Some(Arc::clone(&shared.reads)),
-        )?;
+        )?
+        .with_deprecations(Deprecations::of(&product.manifest));
         match sla {
             SlaVerdict::Refused(breach) => Ok(Some(Arc::new(RefusedTable::new(
                 Arc::new(table),

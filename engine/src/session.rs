@@ -781,7 +781,7 @@ impl QuerySession {
                 name: p.manifest.name.clone(),
                 table_type: "TABLE",
                 arrow_schema: output_schema(&arrow::datatypes::Schema::new(fields)),
-                description: p.manifest.description.clone(),
+                description: with_deprecation(&p.manifest.description, &p.manifest.deprecated),
                 owner: p.manifest.owner.clone(),
                 version: p.manifest.version.clone(),
                 primary_key: visible
@@ -789,7 +789,10 @@ impl QuerySession {
                     .filter(|c| c.primary_key)
                     .map(|c| c.name.clone())
                     .collect(),
-                column_descriptions: visible.iter().map(|c| c.description.clone()).collect(),
+                column_descriptions: visible
+                    .iter()
+                    .map(|c| with_deprecation(&c.description, &c.deprecated))
+                    .collect(),
                 status: crate::product_status::known_status(
                     mesh,
                     &self.engine.inner.quality,
@@ -996,6 +999,16 @@ impl QuerySession {
         let q = self.plan_sql(sql).await?;
         let schema = Arc::clone(&q.schema);
         Ok((schema, self.execute(q).await?))
+    }
+}
+
+/// A description as metadata calls show it (Flight SQL remarks, JDBC `REMARKS`): a deprecated
+/// product's or column's ends with `DEPRECATED: reason (sunset YYYY-MM-DD)`.
+fn with_deprecation(description: &str, deprecated: &Option<meshql_catalog::Deprecation>) -> String {
+    match deprecated {
+        None => description.to_string(),
+        Some(d) if description.is_empty() => format!("DEPRECATED: {d}"),
+        Some(d) => format!("{} DEPRECATED: {d}", description.trim_end()),
     }
 }
 

@@ -51,6 +51,18 @@ fn table(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Result<Arc<MemTable>> {
     ))
 }
 
+/// The sunset dates of deprecations (NULL: not deprecated, or no date).
+fn sunsets<'a>(v: impl IntoIterator<Item = Option<&'a meshql_catalog::Deprecation>>) -> ArrayRef {
+    Arc::new(arrow::array::Date32Array::from_iter(v.into_iter().map(
+        |d| {
+            d.and_then(|d| d.sunset).map(|day| {
+                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+                (day - epoch).num_days() as i32
+            })
+        },
+    )))
+}
+
 fn s(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
@@ -154,6 +166,8 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
             s("freshness_sla", true),
             s("tags", false),
             Field::new("columns", DataType::Int32, false),
+            s("deprecated", true),
+            Field::new("sunset", DataType::Date32, true),
         ],
         vec![
             strings(products.iter().map(|p| Some(p.manifest.domain.as_str()))),
@@ -184,6 +198,12 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
                     })
                     .unwrap_or(0) as i32
             }))),
+            strings(
+                products
+                    .iter()
+                    .map(|p| p.manifest.deprecated.as_ref().map(|d| d.reason.as_str())),
+            ),
+            sunsets(products.iter().map(|p| p.manifest.deprecated.as_ref())),
         ],
     )?;
     let cols: Vec<_> = products
@@ -211,6 +231,8 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
             s("description", false),
             s("classification", true),
             Field::new("primary_key", DataType::Boolean, false),
+            s("deprecated", true),
+            Field::new("sunset", DataType::Date32, true),
         ],
         vec![
             strings(
@@ -231,6 +253,11 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
             Arc::new(BooleanArray::from_iter(
                 cols.iter().map(|(_, _, c)| Some(c.primary_key)),
             )),
+            strings(
+                cols.iter()
+                    .map(|(_, _, c)| c.deprecated.as_ref().map(|d| d.reason.as_str())),
+            ),
+            sunsets(cols.iter().map(|(_, _, c)| c.deprecated.as_ref())),
         ],
     )?;
     let status_table = crate::catalog_status::catalog_status_table(status, mesh, principal)?;

@@ -286,6 +286,7 @@ mod tests {
                     columns: vec![],
                     policies: vec![],
                     sla_breach: None,
+                    deprecated: vec![],
                 })
                 .collect(),
             rows: 0,

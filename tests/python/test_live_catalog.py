@@ -478,3 +478,87 @@ def test_queries_never_fail_while_the_catalog_changes_50_times(live, mesh, conns
     assert all(n > 0 for n in answered), answered
     # The clients saw more than one catalog (they really ran during the reloads).
     assert len(set().union(*seen_variants)) > 1, seen_variants
+
+
+def test_deprecated_product_and_column_stay_queryable_and_are_marked_everywhere(live, mesh, conns):
+    from conformance_fixtures import RawFlightSql
+    import flightsql.flightsql_pb2 as pb
+
+    admin = conns("admin")
+    manifest = mesh / "catalog" / "customers" / "products" / "customers.toml"
+    tier = '[[schema]]\nname = "tier"\ntype = "string"\n'
+    reason = "use loyalty.members instead"
+
+    def deprecate(text: str) -> str:
+        text = text.replace(
+            'tags = ["core", "pii"]\n',
+            'tags = ["core", "pii"]\ndeprecated = "moving to the loyalty domain"\nsunset = "2031-12-31"\n',
+        )
+        return text.replace(tier, tier + f'deprecated = "{reason}"\nsunset = "2030-06-30"\n')
+
+    before = generation(admin)
+    with Edit(manifest, deprecate):
+        before = wait_for_generation_after(admin, before)
+        assert status(admin)["rejected"] == []
+        for user in PRINCIPALS:
+            conn = conns(user)
+            cols = rows(
+                conn,
+                "SELECT name, deprecated, CAST(sunset AS VARCHAR) FROM meshql.columns "
+                "WHERE domain = 'customers' AND product = 'customers' AND deprecated IS NOT NULL",
+            )
+            products = rows(
+                conn,
+                "SELECT deprecated, CAST(sunset AS VARCHAR) FROM meshql.products "
+                "WHERE domain = 'customers' AND name = 'customers'",
+            )
+            if user in ("admin", "sales_analyst", "eu_analyst"):
+                assert cols == [("tier", reason, "2030-06-30")], user
+                assert products == [("moving to the loyalty domain", "2031-12-31")], user
+                # Still queryable; the audit record names what deprecated thing was read.
+                rows(conn, "SELECT tier FROM customers.customers LIMIT 1")
+                (audit,) = rows(
+                    conn,
+                    "SELECT products FROM meshql.audit WHERE sql = 'SELECT tier FROM customers.customers LIMIT 1' "
+                    f"AND \"user\" = '{user}' ORDER BY time DESC LIMIT 1",
+                )
+                (read,) = [p for p in json.loads(audit[0]) if p["product"] == "customers.customers"]
+                assert read["deprecated"] == [
+                    "product: moving to the loyalty domain (sunset 2031-12-31)",
+                    f"column tier: {reason} (sunset 2030-06-30)",
+                ], (user, read)
+            else:
+                # Nothing of a product they cannot see.
+                assert cols == [] and products == [], user
+        # A query that reads no deprecated column records the product's deprecation only.
+        rows(admin, "SELECT name FROM customers.customers LIMIT 1")
+        (audit,) = rows(
+            admin,
+            "SELECT products FROM meshql.audit WHERE sql = 'SELECT name FROM customers.customers LIMIT 1' "
+            "ORDER BY time DESC LIMIT 1",
+        )
+        (read,) = [p for p in json.loads(audit[0]) if p["product"] == "customers.customers"]
+        assert read["deprecated"] == ["product: moving to the loyalty domain (sunset 2031-12-31)"]
+        # Flight SQL metadata (GetTables with schemas): remarks keep the description and append
+        # the deprecation.
+        raw = RawFlightSql(live.uri, "sales_analyst")
+        try:
+            _, tables = raw.fetch(
+                pb.CommandGetTables(db_schema_filter_pattern="customers", table_name_filter_pattern="customers", include_schema=True)
+            )
+        finally:
+            raw.close()
+        (row,) = tables.to_pylist()
+        schema = pa.ipc.read_schema(pa.py_buffer(row["table_schema"]))
+        md = {k.decode(): v.decode() for k, v in schema.field("tier").metadata.items()}
+        assert md["ARROW:FLIGHT:SQL:REMARKS"] == (
+            f"Loyalty tier: bronze, silver, gold or platinum. DEPRECATED: {reason} (sunset 2030-06-30)"
+        )
+        name_md = {k.decode(): v.decode() for k, v in schema.field("name").metadata.items()}
+        assert name_md["ARROW:FLIGHT:SQL:REMARKS"] == "Full name."
+        product_md = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+        assert product_md["meshql:description"].endswith(
+            "DEPRECATED: moving to the loyalty domain (sunset 2031-12-31)"
+        )
+    wait_for_generation_after(admin, before)
+    assert rows(admin, "SELECT count(*) FROM meshql.columns WHERE deprecated IS NOT NULL") == [(0,)]
