@@ -51,7 +51,6 @@ pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
 pub use reload::{
     CatalogStatus, Rejection, ReloadCommit, ReloadHook, ReloadOutcome, Reloader, ReloaderTask,
-    GENERATION_METRIC, RELOADS_METRIC,
 };
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,

@@ -20,10 +20,9 @@ use meshql_catalog::{CatalogFingerprint, Mesh, Problem};
 use crate::session::MeshEngine;
 use crate::snapshot::CatalogSnapshot;
 
-/// Metric: catalog reloads by outcome (`applied`, `rejected`).
-pub const RELOADS_METRIC: &str = "meshql_catalog_reloads_total";
-/// Metric: the generation of the catalog in force.
-pub const GENERATION_METRIC: &str = "meshql_catalog_generation";
+use crate::telemetry::{
+    CATALOG_GENERATION as GENERATION_METRIC, CATALOG_RELOADS as RELOADS_METRIC,
+};
 
 /// What must happen outside the engine when a catalog comes into force (the authenticator
 /// picks up the users), in two steps: given the new catalog, check it and return the commit to

@@ -45,10 +45,10 @@ pub const SPILL_DISK_BYTES: &str = "meshql_spill_disk_bytes";
 pub const STORE_REQUESTS: &str = "meshql_object_store_requests_total";
 /// Failed object store requests, by domain and operation.
 pub const STORE_ERRORS: &str = "meshql_object_store_errors_total";
-/// Catalog reloads, by outcome (`applied`, `rejected`, `unchanged`).
+/// Catalog changes looked at by the reloader, by outcome (`applied`, `rejected`).
 pub const CATALOG_RELOADS: &str = "meshql_catalog_reloads_total";
-/// Catalog changes rejected because the new catalog was invalid.
-pub const CATALOG_REJECTED_CHANGES: &str = "meshql_catalog_rejected_changes_total";
+/// The generation of the catalog in force (1 at start, +1 per applied reload).
+pub const CATALOG_GENERATION: &str = "meshql_catalog_generation";
 /// Audit records that could not be written.
 pub const AUDIT_WRITE_ERRORS: &str = "meshql_audit_write_errors_total";
 
@@ -95,7 +95,7 @@ pub fn describe_metrics() {
     describe_counter!(STORE_REQUESTS, "Object store requests by domain");
     describe_counter!(STORE_ERRORS, "Failed object store requests by domain");
     describe_counter!(CATALOG_RELOADS, "Catalog reloads by outcome");
-    describe_counter!(CATALOG_REJECTED_CHANGES, "Rejected catalog changes");
+    describe_gauge!(CATALOG_GENERATION, "Generation of the catalog in force");
     describe_counter!(
         AUDIT_WRITE_ERRORS,
         "Audit records that could not be written"
