@@ -924,3 +924,26 @@ fn the_catalog_doc_manifests_are_valid() {
         shown
     );
 }
+
+#[test]
+fn refresh_interval_accepts_sub_second_and_compound_durations() {
+    let parse = |value: &str| {
+        let text = format!(
+            "[catalog]\ndir = \"c\"\nrefresh_interval = {value}\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n"
+        );
+        meshql_catalog::MeshConfig::parse(Path::new("/m/meshql.toml"), &text, std::iter::empty())
+    };
+    let ms = |v: &str| parse(v).map(|c| (c.refresh_interval.as_millis(), c.refresh_interval_secs));
+    assert_eq!(ms("\"250ms\"").unwrap(), (250, 0));
+    assert_eq!(ms("\"1m 30s\"").unwrap(), (90_000, 90));
+    assert_eq!(ms("\"5s\"").unwrap(), (5_000, 5));
+    assert_eq!(ms("\"2d\"").unwrap(), (172_800_000, 172_800));
+    assert_eq!(ms("7").unwrap(), (7_000, 7));
+    assert_eq!(ms("0").unwrap(), (0, 0));
+    assert_eq!(ms("\"0s\"").unwrap(), (0, 0));
+    let problems = parse("\"soon\"").unwrap_err();
+    assert_eq!(
+        problems[0].field, "catalog.refresh_interval",
+        "{problems:?}"
+    );
+}

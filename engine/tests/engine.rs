@@ -13,6 +13,10 @@ use meshql_engine::{EngineError, MeshEngine};
 #[path = "engine/quality.rs"]
 mod quality;
 
+// Hot reload of the catalog.
+#[path = "engine/reload.rs"]
+mod reload;
+
 async fn demo_mesh(dir: &Path) -> PathBuf {
     let opts = DemoOptions {
         dir: dir.to_path_buf(),

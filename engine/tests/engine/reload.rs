@@ -1,0 +1,136 @@
+//! Hot reload: snapshots per session, rejected changes, the status.
+
+use meshql_catalog::{CatalogFingerprint, Mesh};
+use meshql_engine::{MeshEngine, ReloadOutcome, Reloader};
+
+use super::{demo_mesh, principal, single_i64};
+
+#[tokio::test]
+async fn sessions_keep_their_catalog_and_a_broken_change_is_rejected_as_a_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let fingerprint = CatalogFingerprint::scan(&config);
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    let reloader = Reloader::new(engine.clone(), &config, fingerprint, None);
+    assert!(matches!(
+        reloader.check_now().await,
+        ReloadOutcome::Unchanged
+    ));
+    assert_eq!(engine.catalog_status().generation, 1);
+
+    let sales = principal(&engine, "sales_analyst");
+    let before = engine.session(sales.clone()).unwrap();
+    let policies = config
+        .parent()
+        .unwrap()
+        .join("catalog/customers/policies.toml");
+    let original = std::fs::read_to_string(&policies).unwrap();
+    let grant = "[[grants]]\nto = [\"group:sales\"]\nproducts = [\"customers\"]\n";
+    assert!(original.contains(grant));
+    std::fs::write(&policies, original.replace(grant, "")).unwrap();
+    match reloader.check_now().await {
+        ReloadOutcome::Applied {
+            generation,
+            changed,
+        } => {
+            assert_eq!(generation, 2);
+            assert_eq!(changed, vec![policies.clone()]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The session created before the reload keeps the catalog it started with; a new one sees
+    // the grant gone.
+    assert_eq!(before.snapshot().generation(), 1);
+    let (_, stream) = before
+        .sql("SELECT count(*) FROM customers.customers")
+        .await
+        .unwrap();
+    let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+    assert!(single_i64(&batches) > 0);
+    let after = engine.session(sales).unwrap();
+    assert_eq!(after.snapshot().generation(), 2);
+    let e = after
+        .sql("SELECT count(*) FROM customers.customers")
+        .await
+        .err()
+        .expect("the grant is gone");
+    assert!(e.to_string().contains("not found"), "{e}");
+
+    // A manifest with an unknown type: rejected as a whole, generation 2 stays.
+    let manifest = config
+        .parent()
+        .unwrap()
+        .join("catalog/customers/products/customers.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let tier = "name = \"tier\"\ntype = \"string\"";
+    std::fs::write(
+        &manifest,
+        text.replace(tier, "name = \"tier\"\ntype = \"strang\""),
+    )
+    .unwrap();
+    // A valid change to another file in the same look is rejected with it.
+    std::fs::write(&policies, &original).unwrap();
+    let ReloadOutcome::Rejected { problems } = reloader.check_now().await else {
+        panic!("expected a rejection")
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].file, manifest);
+    assert!(problems[0].field.ends_with(".type"), "{:?}", problems[0]);
+    let status = engine.catalog_status();
+    assert_eq!(status.generation, 2);
+    assert_eq!(status.rejections, 1);
+    assert_eq!(status.rejected.as_ref().unwrap().problems, problems);
+    // Not tried again until something changes.
+    assert!(matches!(
+        reloader.check_now().await,
+        ReloadOutcome::Unchanged
+    ));
+    assert_eq!(engine.catalog_status().rejections, 1);
+    // Fixed: the new catalog (with the restored grant) is in force, the rejection cleared.
+    std::fs::write(&manifest, &text).unwrap();
+    assert!(matches!(
+        reloader.check_now().await,
+        ReloadOutcome::Applied { generation: 3, .. }
+    ));
+    let status = engine.catalog_status();
+    assert!(status.rejected.is_none());
+    assert_eq!((status.applied, status.rejections), (2, 1));
+    let sales = principal(&engine, "sales_analyst");
+    let (_, stream) = engine
+        .session(sales)
+        .unwrap()
+        .sql("SELECT count(*) FROM customers.customers")
+        .await
+        .unwrap();
+    let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+    assert!(single_i64(&batches) > 0);
+}
+
+#[tokio::test]
+async fn a_policy_that_does_not_type_check_rejects_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let fingerprint = CatalogFingerprint::scan(&config);
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    let reloader = Reloader::new(engine.clone(), &config, fingerprint, None);
+    let policies = config
+        .parent()
+        .unwrap()
+        .join("catalog/customers/policies.toml");
+    let original = std::fs::read_to_string(&policies).unwrap();
+    // Loads (the column exists), but the predicate is not boolean: only the engine sees it.
+    std::fs::write(
+        &policies,
+        original.replace(
+            "predicate = \"region = ${principal.region}\"",
+            "predicate = \"region\"",
+        ),
+    )
+    .unwrap();
+    let ReloadOutcome::Rejected { problems } = reloader.check_now().await else {
+        panic!("expected a rejection")
+    };
+    assert_eq!(problems[0].file, policies);
+    assert!(problems[0].field.contains("predicate"), "{problems:?}");
+    assert_eq!(engine.catalog_status().generation, 1);
+}
