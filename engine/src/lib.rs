@@ -50,7 +50,8 @@ pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
 pub use reload::{
-    CatalogStatus, Rejection, ReloadCommit, ReloadHook, ReloadOutcome, Reloader, ReloaderTask,
+    CatalogStatus, Rejection, ReloadCheck, ReloadCommit, ReloadHook, ReloadOutcome, Reloader,
+    ReloaderTask,
 };
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,

@@ -28,7 +28,10 @@ use crate::telemetry::{
 /// picks up the users), in two steps: given the new catalog, check it and return the commit to
 /// run when it is swapped in, or the problems that reject it. The check must have no effect.
 #[derive(Clone)]
-pub struct ReloadHook(pub Arc<dyn Fn(&Mesh) -> Result<ReloadCommit, Vec<Problem>> + Send + Sync>);
+pub struct ReloadHook(pub Arc<ReloadCheck>);
+
+/// The first step of a [`ReloadHook`]: check the new catalog, return its commit or problems.
+pub type ReloadCheck = dyn Fn(&Mesh) -> Result<ReloadCommit, Vec<Problem>> + Send + Sync;
 
 /// The second step of a [`ReloadHook`]: run once, just before the new catalog is swapped in.
 pub type ReloadCommit = Box<dyn FnOnce() + Send>;
