@@ -12,6 +12,7 @@ mod delta_cache;
 pub mod demo;
 mod error;
 mod executor;
+mod filter_barrier;
 mod freshness;
 mod health;
 mod limit_barrier;

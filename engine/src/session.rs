@@ -604,7 +604,8 @@ impl QuerySession {
         let mut builder = SessionStateBuilder::new()
             .with_config(config.clone())
             .with_runtime_env(Arc::clone(&engine.inner.runtime))
-            .with_default_features();
+            .with_default_features()
+            .with_physical_optimizer_rules(crate::filter_barrier::physical_optimizer_rules());
         if let Some(hook) = &engine.inner.session_hook {
             builder = (hook.0)(builder);
         }
