@@ -1,11 +1,17 @@
 //! What meshql plan nodes look like on the wire.
 //!
-//! [`MeshqlCodec`] encodes the policy barrier (`MeshqlPolicyExec`) together with its secured
-//! inner plan (scan, row filter, masks, contract casts as ordinary DataFusion nodes and
-//! expressions), so a worker runs exactly what the coordinator planned for the caller: the
-//! barrier and its policies travel together or not at all. Decoding refuses anything
-//! incomplete (no inner plan, unknown node kind, unexpected children): a query whose barrier
-//! cannot be rebuilt fails instead of running without its policy.
+//! [`MeshqlCodec`] encodes meshql's own plan nodes:
+//!
+//! - the policy barrier (`MeshqlPolicyExec`) together with its secured inner plan (the
+//!   product's scan wrapper, scan, row filter, masks, contract casts as ordinary DataFusion
+//!   nodes and expressions), so a worker runs exactly what the coordinator planned for the
+//!   caller: the barrier and its policies travel together or not at all. Decoding refuses
+//!   anything incomplete (no inner plan, unknown node kind, unexpected children): a query whose
+//!   barrier cannot be rebuilt fails instead of running without its policy;
+//! - the transparent product scan wrapper (`MeshqlProductExec`): its product travels, its child
+//!   is an ordinary input. On a worker it becomes [`WorkerProductExec`], which reports storage
+//!   errors naming the product (see [`crate::product_exec`]);
+//! - the `LIMIT` barrier above Delta's metadata-only scan (`LimitBarrierExec`): no payload.
 //!
 //! Nodes without a codec (deltalake 1.1's `DeltaScanExec` has none; see docs/cluster.md) never
 //! leave the coordinator: the planner keeps any query containing one on the coordinator.
@@ -19,11 +25,17 @@ use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
 };
 use datafusion_proto::protobuf::PhysicalPlanNode;
-use meshql_engine::PolicyExec;
+use meshql_engine::{LimitBarrierExec, PolicyExec, ProductScanExec};
 use prost::Message;
+
+use crate::product_exec::WorkerProductExec;
 
 /// Kind tag of an encoded policy barrier (versioned: a worker of another version refuses it).
 const POLICY_KIND: &str = "meshql.policy.v1";
+/// Kind tag of an encoded product scan wrapper.
+const PRODUCT_KIND: &str = "meshql.product.v1";
+/// Kind tag of an encoded `LIMIT` barrier.
+const LIMIT_BARRIER_KIND: &str = "meshql.limit_barrier.v1";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct MeshqlNodeProto {
@@ -49,24 +61,24 @@ impl PhysicalExtensionCodec for MeshqlCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let node = MeshqlNodeProto::decode(buf)
             .map_err(|e| refuse(format!("not a meshql plan node ({e})")))?;
-        if node.kind != POLICY_KIND {
-            return Err(refuse(format!("unknown meshql plan node `{}`", node.kind)));
+        match node.kind.as_str() {
+            POLICY_KIND => decode_policy(node, inputs, ctx, self, proto_converter),
+            PRODUCT_KIND => {
+                let input = single_input(inputs, "a product scan")?;
+                if node.product.is_empty() || node.inner.is_some() {
+                    return Err(refuse("a malformed product scan".to_string()));
+                }
+                Ok(Arc::new(WorkerProductExec::new(node.product, input)))
+            }
+            LIMIT_BARRIER_KIND => {
+                let input = single_input(inputs, "a limit barrier")?;
+                if !node.product.is_empty() || node.inner.is_some() {
+                    return Err(refuse("a malformed limit barrier".to_string()));
+                }
+                Ok(Arc::new(LimitBarrierExec::new(input)))
+            }
+            other => Err(refuse(format!("unknown meshql plan node `{other}`"))),
         }
-        if !inputs.is_empty() {
-            return Err(refuse("a policy barrier has no children".to_string()));
-        }
-        let Some(inner) = node.inner else {
-            return Err(refuse(format!(
-                "the policy barrier of `{}` arrived without its secured plan",
-                node.product
-            )));
-        };
-        if node.product.is_empty() {
-            return Err(refuse("a policy barrier without its product".to_string()));
-        }
-        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
-        let inner = proto_converter.proto_to_execution_plan(&inner, &decode_ctx)?;
-        Ok(Arc::new(PolicyExec::new(node.product, inner)))
     }
 
     fn try_encode(
@@ -75,20 +87,74 @@ impl PhysicalExtensionCodec for MeshqlCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let Some(policy) = node.downcast_ref::<PolicyExec>() else {
+        let proto = if let Some(policy) = node.downcast_ref::<PolicyExec>() {
+            let inner = proto_converter.execution_plan_to_proto(policy.inner(), self)?;
+            MeshqlNodeProto {
+                kind: POLICY_KIND.to_string(),
+                product: policy.product().to_string(),
+                inner: Some(inner),
+            }
+        } else if let Some(product) = node.downcast_ref::<ProductScanExec>() {
+            product_proto(product.product())
+        } else if let Some(product) = node.downcast_ref::<WorkerProductExec>() {
+            product_proto(product.product())
+        } else if node.downcast_ref::<LimitBarrierExec>().is_some() {
+            MeshqlNodeProto {
+                kind: LIMIT_BARRIER_KIND.to_string(),
+                product: String::new(),
+                inner: None,
+            }
+        } else {
             return Err(DataFusionError::NotImplemented(format!(
                 "{} cannot be sent to a cluster worker",
                 node.name()
             )));
         };
-        let inner = proto_converter.execution_plan_to_proto(policy.inner(), self)?;
-        MeshqlNodeProto {
-            kind: POLICY_KIND.to_string(),
-            product: policy.product().to_string(),
-            inner: Some(inner),
-        }
-        .encode(buf)
-        .map_err(|e| DataFusionError::Internal(format!("encoding a policy barrier: {e}")))
+        proto
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("encoding {}: {e}", node.name())))
+    }
+}
+
+fn product_proto(product: &str) -> MeshqlNodeProto {
+    MeshqlNodeProto {
+        kind: PRODUCT_KIND.to_string(),
+        product: product.to_string(),
+        inner: None,
+    }
+}
+
+fn decode_policy(
+    node: MeshqlNodeProto,
+    inputs: &[Arc<dyn ExecutionPlan>],
+    ctx: &TaskContext,
+    codec: &MeshqlCodec,
+    proto_converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if !inputs.is_empty() {
+        return Err(refuse("a policy barrier has no children".to_string()));
+    }
+    let Some(inner) = node.inner else {
+        return Err(refuse(format!(
+            "the policy barrier of `{}` arrived without its secured plan",
+            node.product
+        )));
+    };
+    if node.product.is_empty() {
+        return Err(refuse("a policy barrier without its product".to_string()));
+    }
+    let decode_ctx = PhysicalPlanDecodeContext::new(ctx, codec);
+    let inner = proto_converter.proto_to_execution_plan(&inner, &decode_ctx)?;
+    Ok(Arc::new(PolicyExec::new(node.product, inner)))
+}
+
+fn single_input(inputs: &[Arc<dyn ExecutionPlan>], what: &str) -> Result<Arc<dyn ExecutionPlan>> {
+    match inputs {
+        [input] => Ok(Arc::clone(input)),
+        _ => Err(refuse(format!(
+            "{what} has one child, got {}",
+            inputs.len()
+        ))),
     }
 }
 

@@ -16,6 +16,7 @@ mod coordinator;
 mod error;
 mod planner;
 mod pool;
+mod product_exec;
 mod scale;
 mod worker;
 

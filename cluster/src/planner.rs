@@ -208,6 +208,7 @@ impl ExecutionPlan for ClusterExec {
                     // Cancel the query everywhere first (dropping the stream ends every task
                     // on every worker), so the workers that are fine answer the health check.
                     state.inner = None;
+                    let e = crate::product_exec::restore(e);
                     let e = state.pool.attribute(e, state.used.as_deref()).await;
                     Some((Err(e), state))
                 }

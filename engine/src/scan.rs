@@ -28,7 +28,7 @@ use futures::StreamExt;
 use crate::error::{is_storage_error, strip_prefix, EngineError};
 
 /// Turns a storage error into "product X is unavailable"; anything else is returned as is.
-pub(crate) fn attach_product(product: &str, e: DataFusionError) -> DataFusionError {
+pub fn attach_product(product: &str, e: DataFusionError) -> DataFusionError {
     if !is_storage_error(&e) || is_engine_error(&e) {
         return e;
     }
@@ -51,15 +51,28 @@ fn is_engine_error(e: &DataFusionError) -> bool {
     }
 }
 
+/// The transparent wrapper around one product's scan (shown as `MeshqlProductExec`). Public so
+/// that distributed execution (the `meshql-cluster` crate) can ship it to a worker.
 #[derive(Debug, Clone)]
-pub(crate) struct ProductScanExec {
+pub struct ProductScanExec {
     product: String,
     input: Arc<dyn ExecutionPlan>,
 }
 
 impl ProductScanExec {
-    pub(crate) fn new(product: String, input: Arc<dyn ExecutionPlan>) -> Self {
+    /// Wraps `input`, the scan of `product` (`domain.product`).
+    pub fn new(product: String, input: Arc<dyn ExecutionPlan>) -> Self {
         Self { product, input }
+    }
+
+    /// The product this scan reads (`domain.product`).
+    pub fn product(&self) -> &str {
+        &self.product
+    }
+
+    /// The wrapped scan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
     }
 }
 
