@@ -11,10 +11,12 @@
 //! - the transparent product scan wrapper (`MeshqlProductExec`): its product travels, its child
 //!   is an ordinary input. On a worker it becomes [`WorkerProductExec`], which reports storage
 //!   errors naming the product (see [`crate::product_exec`]);
-//! - the `LIMIT` barrier above Delta's metadata-only scan (`LimitBarrierExec`): no payload.
+//! - the `LIMIT` barrier above Delta's metadata-only scan (`LimitBarrierExec`): no payload;
+//! - Delta scans, as the arguments of the deltalake `scan` call that made them (see
+//!   [`crate::delta`]): on a worker they become [`WorkerDeltaScanExec`].
 //!
-//! Nodes without a codec (deltalake 1.1's `DeltaScanExec` has none; see docs/cluster.md) never
-//! leave the coordinator: the planner keeps any query containing one on the coordinator.
+//! Nodes without a codec never leave the coordinator: the planner keeps any query containing one
+//! on the coordinator.
 
 use std::sync::Arc;
 
@@ -28,6 +30,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use meshql_engine::{LimitBarrierExec, PolicyExec, ProductScanExec};
 use prost::Message;
 
+use crate::delta::{DeltaReadProto, DeltaScanShim, WorkerDeltaScanExec};
 use crate::product_exec::WorkerProductExec;
 
 /// Kind tag of an encoded policy barrier (versioned: a worker of another version refuses it).
@@ -36,6 +39,8 @@ const POLICY_KIND: &str = "meshql.policy.v1";
 const PRODUCT_KIND: &str = "meshql.product.v1";
 /// Kind tag of an encoded `LIMIT` barrier.
 const LIMIT_BARRIER_KIND: &str = "meshql.limit_barrier.v1";
+/// Kind tag of an encoded Delta scan (the arguments of deltalake's `scan`).
+const DELTA_KIND: &str = "meshql.delta.v1";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct MeshqlNodeProto {
@@ -45,6 +50,8 @@ struct MeshqlNodeProto {
     product: String,
     #[prost(message, optional, tag = "3")]
     inner: Option<PhysicalPlanNode>,
+    #[prost(message, optional, tag = "4")]
+    delta: Option<DeltaReadProto>,
 }
 
 /// The physical extension codec of meshql's own plan nodes.
@@ -65,17 +72,23 @@ impl PhysicalExtensionCodec for MeshqlCodec {
             POLICY_KIND => decode_policy(node, inputs, ctx, self, proto_converter),
             PRODUCT_KIND => {
                 let input = single_input(inputs, "a product scan")?;
-                if node.product.is_empty() || node.inner.is_some() {
+                if node.product.is_empty() || node.inner.is_some() || node.delta.is_some() {
                     return Err(refuse("a malformed product scan".to_string()));
                 }
                 Ok(Arc::new(WorkerProductExec::new(node.product, input)))
             }
             LIMIT_BARRIER_KIND => {
                 let input = single_input(inputs, "a limit barrier")?;
-                if !node.product.is_empty() || node.inner.is_some() {
+                if !node.product.is_empty() || node.inner.is_some() || node.delta.is_some() {
                     return Err(refuse("a malformed limit barrier".to_string()));
                 }
                 Ok(Arc::new(LimitBarrierExec::new(input)))
+            }
+            DELTA_KIND => {
+                let Some(read) = &node.delta else {
+                    return Err(refuse("a Delta scan without its read".to_string()));
+                };
+                Ok(Arc::new(WorkerDeltaScanExec::try_new(read, inputs, ctx)?))
             }
             other => Err(refuse(format!("unknown meshql plan node `{other}`"))),
         }
@@ -93,6 +106,7 @@ impl PhysicalExtensionCodec for MeshqlCodec {
                 kind: POLICY_KIND.to_string(),
                 product: policy.product().to_string(),
                 inner: Some(inner),
+                delta: None,
             }
         } else if let Some(product) = node.downcast_ref::<ProductScanExec>() {
             product_proto(product.product())
@@ -103,6 +117,14 @@ impl PhysicalExtensionCodec for MeshqlCodec {
                 kind: LIMIT_BARRIER_KIND.to_string(),
                 product: String::new(),
                 inner: None,
+                delta: None,
+            }
+        } else if let Some(delta) = node.downcast_ref::<DeltaScanShim>() {
+            MeshqlNodeProto {
+                kind: DELTA_KIND.to_string(),
+                product: String::new(),
+                inner: None,
+                delta: Some(delta.to_proto()?),
             }
         } else {
             return Err(DataFusionError::NotImplemented(format!(
@@ -121,6 +143,7 @@ fn product_proto(product: &str) -> MeshqlNodeProto {
         kind: PRODUCT_KIND.to_string(),
         product: product.to_string(),
         inner: None,
+        delta: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod auth;
 mod channel;
 mod codec;
 mod coordinator;
+mod delta;
 mod error;
 mod planner;
 mod pool;

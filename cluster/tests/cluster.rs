@@ -113,7 +113,15 @@ async fn cluster(
     coordinator_codec: Arc<dyn PhysicalExtensionCodec>,
 ) -> Cluster {
     let config = demo_mesh(dir).await;
-    let mesh = Mesh::load(&config).unwrap();
+    cluster_from(&config, worker_codec, coordinator_codec).await
+}
+
+async fn cluster_from(
+    config: &Path,
+    worker_codec: Arc<dyn PhysicalExtensionCodec>,
+    coordinator_codec: Arc<dyn PhysicalExtensionCodec>,
+) -> Cluster {
+    let mesh = Mesh::load(config).unwrap();
     let workers = vec![
         start_worker(&mesh, Arc::clone(&worker_codec)).await,
         start_worker(&mesh, worker_codec).await,
@@ -182,8 +190,8 @@ const USERS: [&str; 5] = [
     "guest",
 ];
 
-/// Queries over Parquet products (distributable) and Delta ones (kept on the coordinator).
-const QUERIES: [&str; 7] = [
+/// Queries over Parquet and Delta products (sales.orders and shipping.shipments are Delta).
+const QUERIES: [&str; 12] = [
     "SELECT * FROM customers.customers",
     "SELECT region, count(*) AS n, min(email) AS e FROM customers.customers GROUP BY region",
     "SELECT count(*) FROM customers.customers WHERE region <> 'EU'",
@@ -192,6 +200,13 @@ const QUERIES: [&str; 7] = [
      JOIN customers.customers c ON o.customer_id = c.customer_id GROUP BY c.region",
     "SELECT o.order_id, c.name FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id",
     "SELECT s.sku, s.warehouse, s.on_hand FROM inventory.stock s ORDER BY s.sku, s.warehouse LIMIT 7",
+    "SELECT o.status, count(*) AS n, sum(o.total_amount) AS t FROM sales.orders o GROUP BY o.status",
+    "SELECT region, count(*) AS n FROM sales.orders VERSION AS OF 0 GROUP BY region",
+    "SELECT count(*) FROM sales.orders WHERE status = 'shipped'",
+    "SELECT s.carrier, count(*) AS n FROM shipping.shipments s JOIN sales.orders o ON s.order_id = o.order_id \
+     GROUP BY s.carrier",
+    "SELECT o.region, count(*) AS n FROM sales.orders o WHERE lower(o.status) = 'shipped' AND o.total_amount > 10 \
+     GROUP BY o.region",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,6 +229,8 @@ async fn same_answers_and_same_rules_as_a_single_node() {
         }
     }
     // The audit record names the workers of distributed queries; the single node's none.
+    c.single.flush_audit();
+    c.distributed.flush_audit();
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&c.audit_file)
         .unwrap()
         .lines()
@@ -240,9 +257,23 @@ async fn same_answers_and_same_rules_as_a_single_node() {
         runs.iter().any(|w| !w.is_empty() && w.is_subset(&all)),
         "cluster: {runs:?}"
     );
-    // A query reading a Delta product (no codec) stays on the coordinator.
-    let runs = workers_of("admin", QUERIES[5]);
-    assert!(runs.iter().all(|w| w.is_empty()), "{runs:?}");
+    // Delta products are read on the workers too: a join with a Parquet product, a read under
+    // a row filter (eu_analyst sees EU orders only), time travel, a filter pushed into the scan,
+    // and a join of two Delta products.
+    for (user, sql) in [
+        ("admin", QUERIES[5]),
+        ("eu_analyst", QUERIES[7]),
+        ("admin", QUERIES[8]),
+        ("admin", QUERIES[9]),
+        ("shipping_ds", QUERIES[10]),
+        ("sales_analyst", QUERIES[11]),
+    ] {
+        let runs = workers_of(user, sql);
+        assert!(
+            runs.iter().any(|w| !w.is_empty() && w.is_subset(&all)),
+            "{user}: {sql}: {runs:?}"
+        );
+    }
     // Per-worker metrics: fragments sent to and rows and bytes received from each worker.
     let snapshot: MetricsSnapshot = metrics_snapshotter().snapshot().into_vec();
     for name in [
@@ -523,6 +554,144 @@ async fn errors_on_workers_are_reported_as_on_a_single_node() {
             "{distributed}"
         );
     }
+    // A Delta product whose data files are gone (its log still lists them).
+    let mut files = Vec::new();
+    parquet_files(&dir.path().join("buckets/shipping/shipments"), &mut files);
+    assert!(!files.is_empty());
+    for f in &files {
+        std::fs::remove_file(f).unwrap();
+    }
+    let sql = "SELECT carrier, count(*) FROM shipping.shipments GROUP BY carrier";
+    let plan = plan_text(&c.distributed, "admin", sql).await;
+    assert!(
+        plan.contains("MeshqlClusterExec"),
+        "not distributed: {plan}"
+    );
+    let single = run(&c.single, "admin", sql)
+        .await
+        .expect_err("missing files");
+    let distributed = run(&c.distributed, "admin", sql)
+        .await
+        .expect_err("missing files");
+    for e in [&single, &distributed] {
+        match e {
+            EngineError::ProductUnavailable { product, .. } => {
+                assert_eq!(product, "shipping.shipments", "{e:?}")
+            }
+            other => panic!("not a product error: {other:?}"),
+        }
+    }
+    assert_eq!(single.to_string(), distributed.to_string());
     // The workers are fine: the query failed, not the cluster.
     assert!(c.coordinator.workers().iter().all(|(_, up)| *up));
+}
+
+/// Writes `sales.by_region`, a Delta product partitioned by `region`, in three commits of 30
+/// rows each (ids 0..90, region by id % 3, amount = id), and its contract.
+async fn write_partitioned_delta(config: &Path) {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let root = config.parent().unwrap();
+    let location = root.join("buckets/sales/by_region");
+    std::fs::create_dir_all(&location).unwrap();
+    let url = url::Url::from_directory_path(&location).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("amount", DataType::Int64, false),
+    ]));
+    let mut table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+    for commit in 0..3i64 {
+        let ids: Vec<i64> = (commit * 30..commit * 30 + 30).collect();
+        let regions: Vec<&str> = ids
+            .iter()
+            .map(|i| ["EU", "NA", "APAC"][(i % 3) as usize])
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from(regions)),
+                Arc::new(Int64Array::from(ids)),
+            ],
+        )
+        .unwrap();
+        table = table
+            .write(vec![batch])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_partition_columns(["region"])
+            .await
+            .unwrap();
+    }
+    std::fs::write(
+        root.join("catalog/sales/products/by_region.toml"),
+        r#"name = "by_region"
+domain = "sales"
+version = "1.0.0"
+description = "Test rows partitioned by region."
+owner = "sales-data@acme.example"
+format = "delta"
+location = "by_region"
+
+[[schema]]
+name = "id"
+type = "bigint"
+primary_key = true
+
+[[schema]]
+name = "region"
+type = "string"
+
+[[schema]]
+name = "amount"
+type = "bigint"
+"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_delta_products_are_read_on_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    write_partitioned_delta(&config).await;
+    let c = cluster_from(&config, Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
+    // (sql, expected rows): region values come from the partition paths, not the files.
+    let cases = [
+        (
+            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.by_region GROUP BY region",
+            vec![
+                "| APAC   | 30 | 1365 |",
+                "| EU     | 30 | 1305 |",
+                "| NA     | 30 | 1335 |",
+            ],
+        ),
+        // A filter on the partition column prunes files on the worker as on the coordinator.
+        (
+            "SELECT region, count(*) AS n, max(id) AS m FROM sales.by_region WHERE region <> 'NA' GROUP BY region",
+            vec!["| APAC   | 30 | 89 |", "| EU     | 30 | 87 |"],
+        ),
+        // The second commit: ids 0..60.
+        (
+            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.by_region VERSION AS OF 1 \
+             GROUP BY region",
+            vec![
+                "| APAC   | 20 | 610 |",
+                "| EU     | 20 | 570 |",
+                "| NA     | 20 | 590 |",
+            ],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let plan = plan_text(&c.distributed, "admin", sql).await;
+        assert!(
+            plan.contains("MeshqlClusterExec"),
+            "not distributed: {plan}"
+        );
+        assert!(plan.contains("DeltaScanExec"), "{plan}");
+        let single = rows(&run(&c.single, "admin", sql).await.unwrap());
+        let distributed = rows(&run(&c.distributed, "admin", sql).await.unwrap());
+        assert_eq!(single, expected, "{sql}");
+        assert_eq!(distributed, expected, "{sql}");
+    }
 }

@@ -15,6 +15,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
@@ -57,12 +58,29 @@ fn is_engine_error(e: &DataFusionError) -> bool {
 pub struct ProductScanExec {
     product: String,
     input: Arc<dyn ExecutionPlan>,
+    source: Option<Arc<LogicalPlan>>,
 }
 
 impl ProductScanExec {
     /// Wraps `input`, the scan of `product` (`domain.product`).
     pub fn new(product: String, input: Arc<dyn ExecutionPlan>) -> Self {
-        Self { product, input }
+        Self {
+            product,
+            input,
+            source: None,
+        }
+    }
+
+    /// Records the logical plan `input` was planned from. Distributed execution plans a Delta
+    /// product's scan again from it on a worker (deltalake's scan nodes cannot be serialized).
+    pub fn with_source(mut self, source: LogicalPlan) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The logical plan the scan was planned from, if recorded.
+    pub fn source(&self) -> Option<&LogicalPlan> {
+        self.source.as_deref()
     }
 
     /// The product this scan reads (`domain.product`).
@@ -118,6 +136,7 @@ impl ExecutionPlan for ProductScanExec {
             (Some(input), true) => Ok(Arc::new(Self {
                 product: self.product.clone(),
                 input,
+                source: self.source.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "MeshqlProductExec has exactly one child".to_string(),
