@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -273,6 +273,43 @@ async fn same_answers_and_same_rules_as_a_single_node() {
             runs.iter().any(|w| !w.is_empty() && w.is_subset(&all)),
             "{user}: {sql}: {runs:?}"
         );
+    }
+    // meshql.audit lists the workers too, and shows each principal only its own records
+    // (everyone's to admin).
+    for user in USERS {
+        let batches = run(
+            &c.distributed,
+            user,
+            "SELECT \"user\", workers FROM meshql.audit",
+        )
+        .await
+        .unwrap();
+        let mut users = BTreeSet::new();
+        let mut with_workers = 0;
+        for b in &batches {
+            let names = b.column(0).as_string::<i32>();
+            let lists = b.column(1).as_list::<i32>();
+            for i in 0..b.num_rows() {
+                users.insert(names.value(i).to_string());
+                let workers: BTreeSet<String> = lists
+                    .value(i)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|w| w.unwrap().to_string())
+                    .collect();
+                assert!(workers.is_subset(&all), "{user}: {workers:?}");
+                with_workers += usize::from(!workers.is_empty());
+            }
+        }
+        if user == "admin" {
+            assert_eq!(users.len(), USERS.len(), "{users:?}");
+        } else {
+            assert_eq!(users, BTreeSet::from([user.to_string()]), "{user}");
+        }
+        // Every principal ran distributed queries above (guest only fails to read).
+        if user != "guest" {
+            assert!(with_workers > 0, "{user}: no record names a worker");
+        }
     }
     // Per-worker metrics: fragments sent to and rows and bytes received from each worker.
     let snapshot: MetricsSnapshot = metrics_snapshotter().snapshot().into_vec();
