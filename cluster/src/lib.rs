@@ -19,6 +19,7 @@ mod planner;
 mod pool;
 mod product_exec;
 mod scale;
+pub mod telemetry;
 mod worker;
 
 pub use auth::{ClusterSecret, MIN_SECRET_LEN};

@@ -15,6 +15,7 @@ use meshql_engine::{EngineError, WorkersUsed};
 use url::Url;
 
 use crate::channel::{worker_label, MeshChannels};
+use crate::telemetry::{WORKER_ERRORS, WORKER_LABEL, WORKER_UP};
 
 #[derive(Debug)]
 struct WorkerState {
@@ -71,11 +72,7 @@ impl WorkerPool {
 
     fn set(&self, w: &WorkerState, up: bool, why: &str) {
         let was = w.up.swap(up, Ordering::AcqRel);
-        metrics::gauge!("meshql_cluster_worker_up", "worker" => w.label.clone()).set(if up {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!(WORKER_UP, WORKER_LABEL => w.label.clone()).set(if up { 1.0 } else { 0.0 });
         match (was, up) {
             (false, true) => tracing::info!(worker = %w.label, "cluster worker is up"),
             (true, false) => {
@@ -168,8 +165,7 @@ impl WorkerPool {
         for (w, r) in futures::future::join_all(checks).await {
             if let Err(why) = r {
                 self.set(w, false, &why);
-                metrics::counter!("meshql_cluster_worker_errors_total", "worker" => w.label.clone())
-                    .increment(1);
+                metrics::counter!(WORKER_ERRORS, WORKER_LABEL => w.label.clone()).increment(1);
                 failed.get_or_insert((w.label.clone(), why));
             }
         }

@@ -314,15 +314,19 @@ async fn same_answers_and_same_rules_as_a_single_node() {
     // Per-worker metrics: fragments sent to and rows and bytes received from each worker.
     let snapshot: MetricsSnapshot = metrics_snapshotter().snapshot().into_vec();
     for name in [
-        "meshql_cluster_worker_fragments_total",
-        "meshql_cluster_worker_rows_total",
-        "meshql_cluster_worker_bytes_total",
+        meshql_cluster::telemetry::WORKER_FRAGMENTS,
+        meshql_cluster::telemetry::WORKER_ROWS,
+        meshql_cluster::telemetry::WORKER_BYTES,
     ] {
         let per_worker = counters(&snapshot, name, &c.workers);
         assert!(per_worker.iter().all(|n| *n > 0), "{name}: {per_worker:?}");
     }
     assert_eq!(
-        counters(&snapshot, "meshql_cluster_worker_errors_total", &c.workers),
+        counters(
+            &snapshot,
+            meshql_cluster::telemetry::WORKER_ERRORS,
+            &c.workers
+        ),
         [0, 0]
     );
 }
