@@ -184,3 +184,86 @@ fn single_input(inputs: &[Arc<dyn ExecutionPlan>], what: &str) -> Result<Arc<dyn
 fn refuse(message: String) -> DataFusionError {
     DataFusionError::Plan(format!("refusing a plan fragment: {message}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+    fn decode(
+        node: MeshqlNodeProto,
+        inputs: &[Arc<dyn ExecutionPlan>],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let ctx = SessionContext::new().task_ctx();
+        MeshqlCodec.try_decode(
+            &node.encode_to_vec(),
+            inputs,
+            &ctx,
+            &DefaultPhysicalProtoConverter {},
+        )
+    }
+
+    fn node(kind: &str, product: &str) -> MeshqlNodeProto {
+        MeshqlNodeProto {
+            kind: kind.to_string(),
+            product: product.to_string(),
+            inner: None,
+            delta: None,
+        }
+    }
+
+    #[test]
+    fn malformed_nodes_are_refused_not_guessed() {
+        let child: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::new(
+            datafusion::arrow::datatypes::Schema::empty(),
+        )));
+        let two = [Arc::clone(&child), Arc::clone(&child)];
+        let mut garbage = DeltaReadProto::default();
+        garbage.provider = b"{not a table".to_vec();
+        let cases: Vec<(MeshqlNodeProto, &[Arc<dyn ExecutionPlan>])> = vec![
+            (node("meshql.policy.v0", "sales.orders"), &[]),
+            (node(POLICY_KIND, "sales.orders"), &[]),
+            (
+                node(POLICY_KIND, "sales.orders"),
+                std::slice::from_ref(&child),
+            ),
+            (node(PRODUCT_KIND, ""), std::slice::from_ref(&child)),
+            (node(PRODUCT_KIND, "sales.orders"), &[]),
+            (node(PRODUCT_KIND, "sales.orders"), &two),
+            (node(LIMIT_BARRIER_KIND, ""), &[]),
+            (node(DELTA_KIND, ""), &[]),
+            (
+                MeshqlNodeProto {
+                    delta: Some(garbage),
+                    ..node(DELTA_KIND, "")
+                },
+                &[],
+            ),
+        ];
+        for (n, inputs) in cases {
+            let what = format!("{n:?} with {} inputs", inputs.len());
+            match decode(n, inputs) {
+                Err(DataFusionError::Plan(m)) => {
+                    assert!(m.starts_with("refusing a plan fragment"), "{what}: {m}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Bytes that are not a meshql node at all.
+        let ctx = SessionContext::new().task_ctx();
+        let err = MeshqlCodec
+            .try_decode(
+                &[0xff, 0xff, 0xff],
+                &[],
+                &ctx,
+                &DefaultPhysicalProtoConverter {},
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("refusing a plan fragment"),
+            "{err}"
+        );
+    }
+}

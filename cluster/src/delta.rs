@@ -74,7 +74,7 @@ pub(crate) struct DeltaRead {
 pub(crate) struct DeltaReadProto {
     /// The table provider (snapshot at the planned version), as deltalake serializes it.
     #[prost(bytes = "vec", tag = "1")]
-    provider: Vec<u8>,
+    pub(crate) provider: Vec<u8>,
     #[prost(bool, tag = "2")]
     projected: bool,
     #[prost(uint64, repeated, tag = "3")]
@@ -654,4 +654,57 @@ fn same_files(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    use datafusion::datasource::listing::PartitionedFile;
+    use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion::scalar::ScalarValue;
+
+    /// A Parquet scan of `files` as deltalake plans it: each file carries its file id.
+    fn scan(files: &[(&str, &str)]) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let group = files
+            .iter()
+            .map(|(path, id)| {
+                PartitionedFile::new(*path, 10)
+                    .with_partition_values(vec![ScalarValue::Utf8(Some(id.to_string()))])
+            })
+            .collect::<Vec<_>>();
+        let config = FileScanConfigBuilder::new(
+            ObjectStoreUrl::local_filesystem(),
+            Arc::new(ParquetSource::new(schema)),
+        )
+        .with_file_group(FileGroup::new(group))
+        .build();
+        DataSourceExec::from_data_source(config)
+    }
+
+    #[test]
+    fn the_coordinators_files_must_be_planned_here_under_the_same_ids() {
+        let here = scan(&[
+            ("t/a.parquet", "f0"),
+            ("t/b.parquet", "f1"),
+            ("t/c.parquet", "f2"),
+        ]);
+        // A task's share, the same file split in two byte ranges included.
+        assert_eq!(
+            same_files(
+                &here,
+                &scan(&[("t/b.parquet", "f1"), ("t/b.parquet", "f1")])
+            ),
+            Ok(())
+        );
+        let swapped = same_files(&here, &scan(&[("t/a.parquet", "f1")])).unwrap_err();
+        assert!(
+            swapped.contains("t/a.parquet is f0 here, f1 there"),
+            "{swapped}"
+        );
+        let unknown = same_files(&here, &scan(&[("t/d.parquet", "f3")])).unwrap_err();
+        assert!(unknown.contains("not in the scan here"), "{unknown}");
+    }
 }
