@@ -41,10 +41,12 @@ pub use buckets::register_domain_stores;
 pub use contract::{arrow_type, contract_schema};
 pub use error::{BoxError, EngineError, Result};
 pub use health::{DomainReadiness, ResourceUsage};
+pub use limit_barrier::LimitBarrierExec;
 pub use limits::Limits;
 pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
 pub use provider::MESH_CATALOG;
+pub use scan::{attach_product, ProductScanExec};
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,
 };
