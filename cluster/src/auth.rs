@@ -84,7 +84,6 @@ impl ClusterSecret {
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "unknown".to_string());
                 tracing::warn!(%peer, "refused a worker request without the cluster secret");
-                metrics::counter!("meshql_cluster_worker_refused_total").increment(1);
                 Err(Status::unauthenticated(
                     "this is a meshql cluster worker: only the cluster's coordinator and workers may call it",
                 ))

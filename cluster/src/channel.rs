@@ -30,6 +30,7 @@ use tonic::transport::{Channel, Endpoint};
 use url::Url;
 
 use crate::auth::ClusterSecret;
+use crate::telemetry::{WORKER_BYTES, WORKER_ERRORS, WORKER_FRAGMENTS, WORKER_LABEL, WORKER_ROWS};
 
 /// How connections to workers are made.
 #[derive(Debug, Clone)]
@@ -125,8 +126,7 @@ pub(crate) struct MeshChannel {
 impl MeshChannel {
     /// Counts a failed call to this worker; the error itself passes through unchanged.
     fn failed(label: &str, e: DataFusionError) -> DataFusionError {
-        metrics::counter!("meshql_cluster_worker_errors_total", "worker" => label.to_string())
-            .increment(1);
+        metrics::counter!(WORKER_ERRORS, WORKER_LABEL => label.to_string()).increment(1);
         e
     }
 
@@ -206,8 +206,7 @@ impl WorkerChannel for MeshChannel {
         if let Some(used) = task_ctx.session_config().get_extension::<WorkersUsed>() {
             used.record(&self.label);
         }
-        metrics::counter!("meshql_cluster_worker_fragments_total", "worker" => self.label.clone())
-            .increment(1);
+        metrics::counter!(WORKER_FRAGMENTS, WORKER_LABEL => self.label.clone()).increment(1);
         let label = self.label.clone();
         match self
             .inner
@@ -234,10 +233,8 @@ impl WorkerChannel for MeshChannel {
             Ok(s) => s,
             Err(e) => return Err(Self::failed(&self.label, e)),
         };
-        let rows =
-            metrics::counter!("meshql_cluster_worker_rows_total", "worker" => self.label.clone());
-        let bytes =
-            metrics::counter!("meshql_cluster_worker_bytes_total", "worker" => self.label.clone());
+        let rows = metrics::counter!(WORKER_ROWS, WORKER_LABEL => self.label.clone());
+        let bytes = metrics::counter!(WORKER_BYTES, WORKER_LABEL => self.label.clone());
         Ok(streams
             .into_iter()
             .map(|s| {

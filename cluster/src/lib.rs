@@ -13,10 +13,13 @@ mod auth;
 mod channel;
 mod codec;
 mod coordinator;
+mod delta;
 mod error;
 mod planner;
 mod pool;
+mod product_exec;
 mod scale;
+pub mod telemetry;
 mod worker;
 
 pub use auth::{ClusterSecret, MIN_SECRET_LEN};

@@ -5,8 +5,9 @@
 //! - Only the query's top-level plan is distributed. Product reads plan their own inner plans
 //!   while the query is planned (a secured read's scan, filter and masks sit inside its barrier);
 //!   those nested plannings stay local, so a barrier never hides a distributed sub-query.
-//! - A plan that cannot travel (a node without a codec, such as a Delta scan) runs entirely on
-//!   the coordinator, as do all queries while fewer than two workers are up.
+//! - Delta scans are prepared to travel (see [`crate::delta`]). A plan that still cannot travel
+//!   (a node without a codec) runs entirely on the coordinator, as do all queries while fewer
+//!   than two workers are up.
 //! - A distributed query is wrapped in [`ClusterExec`], which names the worker behind a failure
 //!   (`EngineError::WorkerUnavailable`).
 
@@ -77,17 +78,19 @@ impl QueryPlanner for MeshqlQueryPlanner {
             );
             return Ok(local);
         }
-        if let Some(why) = cannot_travel(&local, session.config()) {
+        // Delta scans travel as the arguments of the deltalake call that made them.
+        let prepared = crate::delta::prepare(Arc::clone(&local), session)?;
+        if let Some(why) = cannot_travel(&prepared, session.config()) {
             tracing::debug!(reason = %why, "the plan cannot travel: the query runs on the coordinator");
             return Ok(local);
         }
         let planned = LOCAL_PLAN
             .scope(
-                Arc::clone(&local),
+                Arc::clone(&prepared),
                 self.distributed.create_physical_plan(logical_plan, session),
             )
             .await?;
-        if Arc::ptr_eq(&planned, &local) {
+        if Arc::ptr_eq(&planned, &prepared) {
             // datafusion-distributed found nothing worth distributing.
             return Ok(local);
         }
@@ -208,6 +211,7 @@ impl ExecutionPlan for ClusterExec {
                     // Cancel the query everywhere first (dropping the stream ends every task
                     // on every worker), so the workers that are fine answer the health check.
                     state.inner = None;
+                    let e = crate::product_exec::restore(e);
                     let e = state.pool.attribute(e, state.used.as_deref()).await;
                     Some((Err(e), state))
                 }

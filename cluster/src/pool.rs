@@ -5,7 +5,7 @@
 //! check: the background one every `probe_interval`, or the one made when a distributed query
 //! fails; a worker that comes back answers the next background check and is used again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -15,12 +15,16 @@ use meshql_engine::{EngineError, WorkersUsed};
 use url::Url;
 
 use crate::channel::{worker_label, MeshChannels};
+use crate::telemetry::{WORKER_ERRORS, WORKER_LABEL, WORKER_UP};
 
 #[derive(Debug)]
 struct WorkerState {
     url: Url,
     label: String,
     up: AtomicBool,
+    /// Counts the times the worker was marked down: a health check that started before the
+    /// latest one must not mark it up again (it may have answered just before it died).
+    downs: AtomicU64,
 }
 
 /// The workers of a cluster and their health.
@@ -41,6 +45,7 @@ impl WorkerPool {
                     url: u.clone(),
                     label: worker_label(u),
                     up: AtomicBool::new(false),
+                    downs: AtomicU64::new(0),
                 })
                 .collect(),
             channels: std::sync::OnceLock::new(),
@@ -70,12 +75,11 @@ impl WorkerPool {
     }
 
     fn set(&self, w: &WorkerState, up: bool, why: &str) {
+        if !up {
+            w.downs.fetch_add(1, Ordering::AcqRel);
+        }
         let was = w.up.swap(up, Ordering::AcqRel);
-        metrics::gauge!("meshql_cluster_worker_up", "worker" => w.label.clone()).set(if up {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!(WORKER_UP, WORKER_LABEL => w.label.clone()).set(if up { 1.0 } else { 0.0 });
         match (was, up) {
             (false, true) => tracing::info!(worker = %w.label, "cluster worker is up"),
             (true, false) => {
@@ -112,11 +116,15 @@ impl WorkerPool {
     /// Checks every worker once (concurrently) and updates their state.
     pub(crate) async fn probe_all(&self) {
         let checks = self.workers.iter().map(|w| async move {
+            let downs = w.downs.load(Ordering::Acquire);
             let r = self.ping(&w.url).await;
-            (w, r)
+            (w, downs, r)
         });
-        for (w, r) in futures::future::join_all(checks).await {
+        for (w, downs, r) in futures::future::join_all(checks).await {
             match r {
+                // Marked down while this check ran (a failed query found it gone): the answer
+                // is stale; the next check decides.
+                Ok(()) if w.downs.load(Ordering::Acquire) != downs => {}
                 Ok(()) => self.set(w, true, ""),
                 Err(why) => self.set(w, false, &why),
             }
@@ -168,8 +176,7 @@ impl WorkerPool {
         for (w, r) in futures::future::join_all(checks).await {
             if let Err(why) = r {
                 self.set(w, false, &why);
-                metrics::counter!("meshql_cluster_worker_errors_total", "worker" => w.label.clone())
-                    .increment(1);
+                metrics::counter!(WORKER_ERRORS, WORKER_LABEL => w.label.clone()).increment(1);
                 failed.get_or_insert((w.label.clone(), why));
             }
         }

@@ -19,6 +19,8 @@ use datafusion_distributed::{
 };
 use meshql_engine::PolicyExec;
 
+use crate::delta::DeltaScanShim;
+
 /// The only file scan inside a barrier's secured plan, if it has exactly one.
 fn single_file_scan(inner: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     let mut found: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -41,14 +43,36 @@ fn single_file_scan(inner: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionP
     }
 }
 
-/// How many tasks a barrier's read is worth: like a plain file scan, by bytes.
+/// True when `plan` holds a Delta scan applying deletion vectors: such a scan needs each file
+/// whole in one stream, so it cannot be split between tasks.
+fn has_deletion_vectors(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        found |= node
+            .downcast_ref::<DeltaScanShim>()
+            .is_some_and(DeltaScanShim::has_deletion_vectors);
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// How many tasks a barrier's read is worth: like a plain file scan, by bytes. A Delta scan
+/// with deletion vectors (barrier or not) runs as one task.
 pub(crate) fn policy_desired_task_count(
     ev: DesiredTaskCountEvent,
 ) -> Option<Result<DesiredTaskCountEventResponse>> {
+    if let Some(delta) = ev.plan.downcast_ref::<DeltaScanShim>() {
+        return delta
+            .has_deletion_vectors()
+            .then(|| Ok(DesiredTaskCountEventResponse::maximum(1)));
+    }
     let policy = ev.plan.downcast_ref::<PolicyExec>()?;
     let Some(scan) = single_file_scan(policy.inner()) else {
         return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
     };
+    if has_deletion_vectors(policy.inner()) {
+        return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
+    }
     let config = scan
         .downcast_ref::<DataSourceExec>()?
         .data_source()

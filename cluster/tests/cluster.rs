@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
@@ -113,7 +113,15 @@ async fn cluster(
     coordinator_codec: Arc<dyn PhysicalExtensionCodec>,
 ) -> Cluster {
     let config = demo_mesh(dir).await;
-    let mesh = Mesh::load(&config).unwrap();
+    cluster_from(&config, worker_codec, coordinator_codec).await
+}
+
+async fn cluster_from(
+    config: &Path,
+    worker_codec: Arc<dyn PhysicalExtensionCodec>,
+    coordinator_codec: Arc<dyn PhysicalExtensionCodec>,
+) -> Cluster {
+    let mesh = Mesh::load(config).unwrap();
     let workers = vec![
         start_worker(&mesh, Arc::clone(&worker_codec)).await,
         start_worker(&mesh, worker_codec).await,
@@ -182,8 +190,8 @@ const USERS: [&str; 5] = [
     "guest",
 ];
 
-/// Queries over Parquet products (distributable) and Delta ones (kept on the coordinator).
-const QUERIES: [&str; 7] = [
+/// Queries over Parquet and Delta products (sales.orders and shipping.shipments are Delta).
+const QUERIES: [&str; 12] = [
     "SELECT * FROM customers.customers",
     "SELECT region, count(*) AS n, min(email) AS e FROM customers.customers GROUP BY region",
     "SELECT count(*) FROM customers.customers WHERE region <> 'EU'",
@@ -192,6 +200,13 @@ const QUERIES: [&str; 7] = [
      JOIN customers.customers c ON o.customer_id = c.customer_id GROUP BY c.region",
     "SELECT o.order_id, c.name FROM sales.orders o JOIN customers.customers c ON o.customer_id = c.customer_id",
     "SELECT s.sku, s.warehouse, s.on_hand FROM inventory.stock s ORDER BY s.sku, s.warehouse LIMIT 7",
+    "SELECT o.status, count(*) AS n, sum(o.total_amount) AS t FROM sales.orders o GROUP BY o.status",
+    "SELECT region, count(*) AS n FROM sales.orders VERSION AS OF 0 GROUP BY region",
+    "SELECT count(*) FROM sales.orders WHERE status = 'shipped'",
+    "SELECT s.carrier, count(*) AS n FROM shipping.shipments s JOIN sales.orders o ON s.order_id = o.order_id \
+     GROUP BY s.carrier",
+    "SELECT o.region, count(*) AS n FROM sales.orders o WHERE lower(o.status) = 'shipped' AND o.total_amount > 10 \
+     GROUP BY o.region",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,6 +229,8 @@ async fn same_answers_and_same_rules_as_a_single_node() {
         }
     }
     // The audit record names the workers of distributed queries; the single node's none.
+    c.single.flush_audit();
+    c.distributed.flush_audit();
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&c.audit_file)
         .unwrap()
         .lines()
@@ -240,21 +257,76 @@ async fn same_answers_and_same_rules_as_a_single_node() {
         runs.iter().any(|w| !w.is_empty() && w.is_subset(&all)),
         "cluster: {runs:?}"
     );
-    // A query reading a Delta product (no codec) stays on the coordinator.
-    let runs = workers_of("admin", QUERIES[5]);
-    assert!(runs.iter().all(|w| w.is_empty()), "{runs:?}");
+    // Delta products are read on the workers too: a join with a Parquet product, a read under
+    // a row filter (eu_analyst sees EU orders only), time travel, a filter pushed into the scan,
+    // and a join of two Delta products.
+    for (user, sql) in [
+        ("admin", QUERIES[5]),
+        ("eu_analyst", QUERIES[7]),
+        ("admin", QUERIES[8]),
+        ("admin", QUERIES[9]),
+        ("shipping_ds", QUERIES[10]),
+        ("sales_analyst", QUERIES[11]),
+    ] {
+        let runs = workers_of(user, sql);
+        assert!(
+            runs.iter().any(|w| !w.is_empty() && w.is_subset(&all)),
+            "{user}: {sql}: {runs:?}"
+        );
+    }
+    // meshql.audit lists the workers too, and shows each principal only its own records
+    // (everyone's to admin).
+    for user in USERS {
+        let batches = run(
+            &c.distributed,
+            user,
+            "SELECT \"user\", workers FROM meshql.audit",
+        )
+        .await
+        .unwrap();
+        let mut users = BTreeSet::new();
+        let mut with_workers = 0;
+        for b in &batches {
+            let names = b.column(0).as_string::<i32>();
+            let lists = b.column(1).as_list::<i32>();
+            for i in 0..b.num_rows() {
+                users.insert(names.value(i).to_string());
+                let workers: BTreeSet<String> = lists
+                    .value(i)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|w| w.unwrap().to_string())
+                    .collect();
+                assert!(workers.is_subset(&all), "{user}: {workers:?}");
+                with_workers += usize::from(!workers.is_empty());
+            }
+        }
+        if user == "admin" {
+            assert_eq!(users.len(), USERS.len(), "{users:?}");
+        } else {
+            assert_eq!(users, BTreeSet::from([user.to_string()]), "{user}");
+        }
+        // Every principal ran distributed queries above (guest only fails to read).
+        if user != "guest" {
+            assert!(with_workers > 0, "{user}: no record names a worker");
+        }
+    }
     // Per-worker metrics: fragments sent to and rows and bytes received from each worker.
     let snapshot: MetricsSnapshot = metrics_snapshotter().snapshot().into_vec();
     for name in [
-        "meshql_cluster_worker_fragments_total",
-        "meshql_cluster_worker_rows_total",
-        "meshql_cluster_worker_bytes_total",
+        meshql_cluster::telemetry::WORKER_FRAGMENTS,
+        meshql_cluster::telemetry::WORKER_ROWS,
+        meshql_cluster::telemetry::WORKER_BYTES,
     ] {
         let per_worker = counters(&snapshot, name, &c.workers);
         assert!(per_worker.iter().all(|n| *n > 0), "{name}: {per_worker:?}");
     }
     assert_eq!(
-        counters(&snapshot, "meshql_cluster_worker_errors_total", &c.workers),
+        counters(
+            &snapshot,
+            meshql_cluster::telemetry::WORKER_ERRORS,
+            &c.workers
+        ),
         [0, 0]
     );
 }
@@ -276,19 +348,24 @@ async fn restricted_plans_really_run_on_the_workers() {
     assert!(!text.contains("***"), "{text}");
 }
 
-/// A codec that cannot rebuild a policy barrier (as a worker of another version would).
+/// A codec that cannot rebuild a policy barrier (as a worker of another version would); the
+/// other meshql nodes (product scan wrappers) it decodes as usual.
 #[derive(Debug)]
 struct CannotDecode;
 
 impl PhysicalExtensionCodec for CannotDecode {
     fn try_decode(
         &self,
-        _buf: &[u8],
-        _inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
-        _c: &dyn PhysicalProtoConverterExtension,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        c: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Plan("no meshql codec here".to_string()))
+        let node = MeshqlCodec.try_decode(buf, inputs, ctx, c)?;
+        if node.name() == "MeshqlPolicyExec" {
+            return Err(DataFusionError::Plan("no meshql codec here".to_string()));
+        }
+        Ok(node)
     }
 
     fn try_encode(
@@ -322,10 +399,13 @@ impl PhysicalExtensionCodec for Truncating {
         buf: &mut Vec<u8>,
         c: &dyn PhysicalProtoConverterExtension,
     ) -> DfResult<()> {
+        let barrier = node.name() == "MeshqlPolicyExec";
         MeshqlCodec.try_encode(node, buf, c)?;
-        // Keep only the kind and product: the secured plan is lost on the way.
-        let keep = buf.len().min(40);
-        buf.truncate(keep);
+        if barrier {
+            // Keep only the kind and product: the secured plan is lost on the way.
+            let keep = buf.len().min(40);
+            buf.truncate(keep);
+        }
         Ok(())
     }
 }
@@ -427,4 +507,232 @@ async fn workers_refuse_callers_without_the_secret() {
     // The coordinator itself gets in.
     c.coordinator.check_workers().await;
     assert!(c.coordinator.workers().iter().all(|(_, up)| *up));
+}
+
+/// Overwrites everything between a Parquet file's magic and its footer: the file still opens
+/// (schema, statistics) but its pages cannot be read.
+fn corrupt_pages(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = bytes.len();
+    let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+    for b in &mut bytes[4..n - 8 - footer] {
+        *b = 0xFF;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            parquet_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_on_workers_are_reported_as_on_a_single_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cluster(dir.path(), Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
+    // A failed cast, evaluated on the workers (in the partial aggregation).
+    let sql = "SELECT CAST(email AS INT) AS e, count(*) FROM customers.customers GROUP BY e";
+    let plan = plan_text(&c.distributed, "admin", sql).await;
+    assert!(
+        plan.contains("MeshqlClusterExec"),
+        "not distributed: {plan}"
+    );
+    let single = run(&c.single, "admin", sql)
+        .await
+        .expect_err("a failed cast");
+    let distributed = run(&c.distributed, "admin", sql)
+        .await
+        .expect_err("a failed cast");
+    assert!(
+        matches!(distributed, EngineError::Execution { .. }),
+        "{distributed:?}"
+    );
+    assert_eq!(single.to_string(), distributed.to_string());
+
+    // A product whose pages cannot be read: unavailable, naming the product, for an
+    // unrestricted read and for one under policies (the scan inside the barrier).
+    let customers = dir.path().join("buckets/customers");
+    let mut files = Vec::new();
+    parquet_files(&customers, &mut files);
+    assert!(!files.is_empty(), "no Parquet files under {customers:?}");
+    for f in &files {
+        corrupt_pages(f);
+    }
+    for user in ["admin", "eu_analyst"] {
+        let sql = "SELECT name, count(*) FROM customers.customers GROUP BY name";
+        let plan = plan_text(&c.distributed, user, sql).await;
+        assert!(
+            plan.contains("MeshqlClusterExec"),
+            "not distributed: {plan}"
+        );
+        let single = run(&c.single, user, sql).await.expect_err("corrupt pages");
+        let distributed = run(&c.distributed, user, sql)
+            .await
+            .expect_err("corrupt pages");
+        for e in [&single, &distributed] {
+            match e {
+                EngineError::ProductUnavailable { product, .. } => {
+                    assert_eq!(product, "customers.customers", "{user}: {e:?}")
+                }
+                other => panic!("{user}: not a product error: {other:?}"),
+            }
+        }
+        if user == "admin" {
+            // (Under a policy the split scan meets the damage through another Parquet code path
+            // than the whole-file scan of a single node, so the wording of the cause differs.)
+            assert_eq!(single.to_string(), distributed.to_string());
+        }
+        assert!(
+            !distributed
+                .to_string()
+                .contains("meshql.product_unavailable"),
+            "{distributed}"
+        );
+    }
+    // A Delta product whose data files are gone (its log still lists them).
+    let mut files = Vec::new();
+    parquet_files(&dir.path().join("buckets/shipping/shipments"), &mut files);
+    assert!(!files.is_empty());
+    for f in &files {
+        std::fs::remove_file(f).unwrap();
+    }
+    let sql = "SELECT carrier, count(*) FROM shipping.shipments GROUP BY carrier";
+    let plan = plan_text(&c.distributed, "admin", sql).await;
+    assert!(
+        plan.contains("MeshqlClusterExec"),
+        "not distributed: {plan}"
+    );
+    let single = run(&c.single, "admin", sql)
+        .await
+        .expect_err("missing files");
+    let distributed = run(&c.distributed, "admin", sql)
+        .await
+        .expect_err("missing files");
+    for e in [&single, &distributed] {
+        match e {
+            EngineError::ProductUnavailable { product, .. } => {
+                assert_eq!(product, "shipping.shipments", "{e:?}")
+            }
+            other => panic!("not a product error: {other:?}"),
+        }
+    }
+    assert_eq!(single.to_string(), distributed.to_string());
+    // The workers are fine: the query failed, not the cluster.
+    assert!(c.coordinator.workers().iter().all(|(_, up)| *up));
+}
+
+/// Writes `sales.by_region`, a Delta product partitioned by `region`, in three commits of 30
+/// rows each (ids 0..90, region by id % 3, amount = id), and its contract.
+async fn write_partitioned_delta(config: &Path) {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let root = config.parent().unwrap();
+    let location = root.join("buckets/sales/by_region");
+    std::fs::create_dir_all(&location).unwrap();
+    let url = url::Url::from_directory_path(&location).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("amount", DataType::Int64, false),
+    ]));
+    let mut table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
+    for commit in 0..3i64 {
+        let ids: Vec<i64> = (commit * 30..commit * 30 + 30).collect();
+        let regions: Vec<&str> = ids
+            .iter()
+            .map(|i| ["EU", "NA", "APAC"][(i % 3) as usize])
+            .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from(regions)),
+                Arc::new(Int64Array::from(ids)),
+            ],
+        )
+        .unwrap();
+        table = table
+            .write(vec![batch])
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .with_partition_columns(["region"])
+            .await
+            .unwrap();
+    }
+    std::fs::write(
+        root.join("catalog/sales/products/by_region.toml"),
+        r#"name = "by_region"
+domain = "sales"
+version = "1.0.0"
+description = "Test rows partitioned by region."
+owner = "sales-data@acme.example"
+format = "delta"
+location = "by_region"
+
+[[schema]]
+name = "id"
+type = "bigint"
+primary_key = true
+
+[[schema]]
+name = "region"
+type = "string"
+
+[[schema]]
+name = "amount"
+type = "bigint"
+"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_delta_products_are_read_on_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    write_partitioned_delta(&config).await;
+    let c = cluster_from(&config, Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
+    // (sql, expected rows): region values come from the partition paths, not the files.
+    let cases = [
+        (
+            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.by_region GROUP BY region",
+            vec![
+                "| APAC   | 30 | 1365 |",
+                "| EU     | 30 | 1305 |",
+                "| NA     | 30 | 1335 |",
+            ],
+        ),
+        // A filter on the partition column prunes files on the worker as on the coordinator.
+        (
+            "SELECT region, count(*) AS n, max(id) AS m FROM sales.by_region WHERE region <> 'NA' GROUP BY region",
+            vec!["| APAC   | 30 | 89 |", "| EU     | 30 | 87 |"],
+        ),
+        // The second commit: ids 0..60.
+        (
+            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.by_region VERSION AS OF 1 \
+             GROUP BY region",
+            vec![
+                "| APAC   | 20 | 610 |",
+                "| EU     | 20 | 570 |",
+                "| NA     | 20 | 590 |",
+            ],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let plan = plan_text(&c.distributed, "admin", sql).await;
+        assert!(
+            plan.contains("MeshqlClusterExec"),
+            "not distributed: {plan}"
+        );
+        assert!(plan.contains("DeltaScanExec"), "{plan}");
+        let single = rows(&run(&c.single, "admin", sql).await.unwrap());
+        let distributed = rows(&run(&c.distributed, "admin", sql).await.unwrap());
+        assert_eq!(single, expected, "{sql}");
+        assert_eq!(distributed, expected, "{sql}");
+    }
 }

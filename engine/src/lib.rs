@@ -13,6 +13,7 @@ mod delta_cache;
 pub mod demo;
 mod error;
 mod executor;
+mod filter_barrier;
 mod freshness;
 mod health;
 mod impact;
@@ -45,6 +46,7 @@ pub use contract::{arrow_type, contract_schema};
 pub use error::{BoxError, EngineError, Result};
 pub use health::{DomainReadiness, ResourceUsage};
 pub use impact::{usage_of_columns, ColumnUsage, PrincipalUsage, QueryUsage};
+pub use limit_barrier::LimitBarrierExec;
 pub use limits::Limits;
 pub use policy_exec::PolicyExec;
 pub use product::ProductRead;
@@ -53,6 +55,7 @@ pub use reload::{
     CatalogStatus, Rejection, ReloadCheck, ReloadCommit, ReloadHook, ReloadOutcome, Reloader,
     ReloaderTask,
 };
+pub use scan::{attach_product, ProductScanExec};
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,
 };

@@ -23,7 +23,7 @@ pub(crate) fn protect_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Exe
     plan.transform_up(|node| {
         if node.name() == DELTA_METADATA_SCAN {
             Ok(Transformed::yes(
-                Arc::new(LimitBarrierExec { inner: node }) as Arc<dyn ExecutionPlan>
+                Arc::new(LimitBarrierExec::new(node)) as Arc<dyn ExecutionPlan>
             ))
         } else {
             Ok(Transformed::no(node))
@@ -32,9 +32,23 @@ pub(crate) fn protect_limits(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Exe
     .map(|t| t.data)
 }
 
+/// The pass-through parent that keeps a `LIMIT` above it. Public so that distributed execution
+/// (the `meshql-cluster` crate) can ship it to a worker.
 #[derive(Debug)]
-pub(crate) struct LimitBarrierExec {
+pub struct LimitBarrierExec {
     inner: Arc<dyn ExecutionPlan>,
+}
+
+impl LimitBarrierExec {
+    /// A barrier above `inner`.
+    pub fn new(inner: Arc<dyn ExecutionPlan>) -> Self {
+        Self { inner }
+    }
+
+    /// The node below the barrier.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.inner
+    }
 }
 
 impl DisplayAs for LimitBarrierExec {

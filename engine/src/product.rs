@@ -472,14 +472,15 @@ impl TableProvider for ProductTable {
                 }
                 // The caller's LIMIT must stay above this plan (see `limit_barrier`); a
                 // policed plan is a leaf under `PolicyExec`, which takes no limit either.
+                let logical = plan.build()?;
                 let physical = state
-                    .create_physical_plan(&plan.build()?)
+                    .create_physical_plan(&logical)
                     .await
                     .map_err(|e| attach_product(&self.product, e))?;
-                Ok(Arc::new(ProductScanExec::new(
-                    self.product.clone(),
-                    protect_limits(physical)?,
-                )))
+                Ok(Arc::new(
+                    ProductScanExec::new(self.product.clone(), protect_limits(physical)?)
+                        .with_source(logical),
+                ))
             }
             Some(view) => {
                 if let Some(filter) = &view.filter {
@@ -489,11 +490,14 @@ impl TableProvider for ProductTable {
                 if let Some(limit) = limit {
                     plan = plan.limit(0, Some(limit))?;
                 }
+                let logical = plan.build()?;
                 let inner = state
-                    .create_physical_plan(&plan.build()?)
+                    .create_physical_plan(&logical)
                     .await
                     .map_err(|e| attach_product(&self.product, e))?;
-                let inner = Arc::new(ProductScanExec::new(self.product.clone(), inner));
+                let inner = Arc::new(
+                    ProductScanExec::new(self.product.clone(), inner).with_source(logical),
+                );
                 Ok(Arc::new(PolicyExec::new(self.product.clone(), inner)))
             }
         }

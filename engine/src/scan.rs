@@ -15,6 +15,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
@@ -28,7 +29,7 @@ use futures::StreamExt;
 use crate::error::{is_storage_error, strip_prefix, EngineError};
 
 /// Turns a storage error into "product X is unavailable"; anything else is returned as is.
-pub(crate) fn attach_product(product: &str, e: DataFusionError) -> DataFusionError {
+pub fn attach_product(product: &str, e: DataFusionError) -> DataFusionError {
     if !is_storage_error(&e) || is_engine_error(&e) {
         return e;
     }
@@ -51,15 +52,45 @@ fn is_engine_error(e: &DataFusionError) -> bool {
     }
 }
 
+/// The transparent wrapper around one product's scan (shown as `MeshqlProductExec`). Public so
+/// that distributed execution (the `meshql-cluster` crate) can ship it to a worker.
 #[derive(Debug, Clone)]
-pub(crate) struct ProductScanExec {
+pub struct ProductScanExec {
     product: String,
     input: Arc<dyn ExecutionPlan>,
+    source: Option<Arc<LogicalPlan>>,
 }
 
 impl ProductScanExec {
-    pub(crate) fn new(product: String, input: Arc<dyn ExecutionPlan>) -> Self {
-        Self { product, input }
+    /// Wraps `input`, the scan of `product` (`domain.product`).
+    pub fn new(product: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            product,
+            input,
+            source: None,
+        }
+    }
+
+    /// Records the logical plan `input` was planned from. Distributed execution plans a Delta
+    /// product's scan again from it on a worker (deltalake's scan nodes cannot be serialized).
+    pub fn with_source(mut self, source: LogicalPlan) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The logical plan the scan was planned from, if recorded.
+    pub fn source(&self) -> Option<&LogicalPlan> {
+        self.source.as_deref()
+    }
+
+    /// The product this scan reads (`domain.product`).
+    pub fn product(&self) -> &str {
+        &self.product
+    }
+
+    /// The wrapped scan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
     }
 }
 
@@ -105,6 +136,7 @@ impl ExecutionPlan for ProductScanExec {
             (Some(input), true) => Ok(Arc::new(Self {
                 product: self.product.clone(),
                 input,
+                source: self.source.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "MeshqlProductExec has exactly one child".to_string(),

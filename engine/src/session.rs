@@ -654,7 +654,8 @@ impl QuerySession {
         let mut builder = SessionStateBuilder::new()
             .with_config(config.clone())
             .with_runtime_env(Arc::clone(&engine.inner.runtime))
-            .with_default_features();
+            .with_default_features()
+            .with_physical_optimizer_rules(crate::filter_barrier::physical_optimizer_rules());
         if let Some(hook) = &engine.inner.session_hook {
             builder = (hook.0)(builder);
         }
@@ -904,6 +905,7 @@ impl QuerySession {
             rows: 0,
             bytes: 0,
             done: false,
+            plan: None,
         };
         let permit = match inner.admission.admit(&self.principal.user).await {
             Ok(p) => p,
@@ -928,8 +930,12 @@ impl QuerySession {
                         .await
                         .map_err(EngineError::from_datafusion)?;
                     drop(plan);
-                    datafusion::physical_plan::execute_stream(physical, state.task_ctx())
-                        .map_err(EngineError::from_datafusion)
+                    let stream = datafusion::physical_plan::execute_stream(
+                        Arc::clone(&physical),
+                        state.task_ctx(),
+                    )
+                    .map_err(EngineError::from_datafusion)?;
+                    Ok((stream, physical))
                 };
                 match tokio::time::timeout_at(deadline, start).await {
                     Ok(stream) => stream,
@@ -937,8 +943,12 @@ impl QuerySession {
                 }
             })
             .await;
+        let mut audit = audit;
         let stream = match started {
-            Ok(s) => s,
+            Ok((s, physical)) => {
+                audit.plan = Some(physical);
+                s
+            }
             Err(e) => {
                 let e = self.client_error(e);
                 audit.finish("error", Some(e.to_string()));
@@ -1058,6 +1068,18 @@ struct AuditGuard {
     rows: u64,
     bytes: u64,
     done: bool,
+    /// The executed plan, for the operators' metrics (spilled bytes) when the query ends.
+    plan: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+}
+
+/// Bytes the operators of `plan` spilled to disk.
+fn spilled_bytes(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> usize {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0);
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| spilled_bytes(c.as_ref()))
+        .sum::<usize>()
 }
 
 impl AuditGuard {
@@ -1068,6 +1090,17 @@ impl AuditGuard {
     fn write(&mut self, outcome: &'static str, error: Option<String>) {
         if !self.done {
             self.done = true;
+            if let Some(plan) = self.plan.take() {
+                // A deep plan is walked and dropped with stack to spare (the caller's thread).
+                on_big_stack(move || {
+                    let spilled = spilled_bytes(plan.as_ref());
+                    if spilled > 0 {
+                        metrics::counter!(crate::telemetry::SPILLED_BYTES)
+                            .increment(spilled as u64);
+                    }
+                    drop(plan);
+                });
+            }
             self.log.record(
                 &self.principal,
                 &self.sql,

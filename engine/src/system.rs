@@ -17,7 +17,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::collections::BTreeMap;
 
@@ -309,7 +312,24 @@ fn audit_schema() -> SchemaRef {
         Field::new("duration_ms", DataType::Int64, false),
         s("outcome", false),
         s("error", true),
+        Field::new(
+            "workers",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+            false,
+        ),
     ]))
+}
+
+/// The cluster workers of each record (an empty list for queries run on this server alone).
+fn worker_lists<'a>(records: impl IntoIterator<Item = &'a [String]>) -> ArrayRef {
+    let mut lists = ListBuilder::new(StringBuilder::new());
+    for workers in records {
+        for w in workers {
+            lists.values().append_value(w);
+        }
+        lists.append(true);
+    }
+    Arc::new(lists.finish())
 }
 
 impl AuditTable {
@@ -336,6 +356,7 @@ impl AuditTable {
             )),
             strings(audit.iter().map(|r| Some(r.outcome))),
             strings(audit.iter().map(|r| r.error.as_deref())),
+            worker_lists(audit.iter().map(|r| r.workers.as_slice())),
         ];
         RecordBatch::try_new(audit_schema(), columns).map_err(|e| EngineError::Bug {
             context: "building meshql.audit".to_string(),

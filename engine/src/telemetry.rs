@@ -41,6 +41,8 @@ pub const QUERIES_QUEUED: &str = "meshql_queries_queued";
 pub const MEMORY_POOL_USED: &str = "meshql_memory_pool_used_bytes";
 /// Bytes of spill files on disk now.
 pub const SPILL_DISK_BYTES: &str = "meshql_spill_disk_bytes";
+/// Bytes spilled to disk since start (summed from each finished query's operators).
+pub const SPILLED_BYTES: &str = "meshql_spilled_bytes_total";
 /// Object store requests, by domain and operation.
 pub const STORE_REQUESTS: &str = "meshql_object_store_requests_total";
 /// Failed object store requests, by domain and operation.
@@ -91,6 +93,11 @@ pub fn describe_metrics() {
         SPILL_DISK_BYTES,
         Unit::Bytes,
         "Bytes of spill files on disk now"
+    );
+    describe_counter!(
+        SPILLED_BYTES,
+        Unit::Bytes,
+        "Bytes spilled to disk since start"
     );
     describe_counter!(STORE_REQUESTS, "Object store requests by domain");
     describe_counter!(STORE_ERRORS, "Failed object store requests by domain");

@@ -95,8 +95,20 @@ def audit_records(mesh: Path) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def records_with(mesh: Path, tag: str, within_s: float = 10) -> List[dict]:
+    """The audit records whose SQL contains `tag`, waiting (bounded) for at least one: the server
+    writes its audit file in the background, shortly after the query."""
+    deadline = time.monotonic() + within_s
+    while True:
+        found = [r for r in audit_records(mesh) if tag in (r.get("sql") or "")]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def workers_of(mesh: Path, tag: str) -> List[List[str]]:
-    return [r.get("workers", []) for r in audit_records(mesh) if tag in (r.get("sql") or "")]
+    """The workers of each run of SHORT_QUERY tagged `tag`."""
+    return [r.get("workers", []) for r in records_with(mesh, f"'{tag}'")]
 
 
 def short(conn, tag: str) -> list:
@@ -157,7 +169,7 @@ def test_a_lost_worker_fails_its_query_and_the_cluster_carries_on(meshql_bin: Pa
         message = outcome["error"]
         assert "unavailable" in message.lower(), message
         assert w1.uri in message, message
-        failed = [r for r in audit_records(mesh) if r.get("sql") == LONG_QUERY]
+        failed = [r for r in records_with(mesh, LONG_QUERY) if r.get("sql") == LONG_QUERY]
         assert failed and failed[-1]["outcome"] == "error" and failed[-1]["rows"] == 0, failed
 
         # 2. The next query runs on the remaining workers, with the full answer.
@@ -225,3 +237,62 @@ def test_a_hung_worker_fails_its_query_instead_of_hanging(meshql_bin: Path, mesh
             w1.process.wait(timeout=10)
         assert "error" in outcome, f"a query whose worker froze returned a result: {outcome}"
         assert "unavailable" in outcome["error"].lower() and w1.uri in outcome["error"], outcome
+
+
+def scrape(http_url: str) -> dict:
+    """`GET /metrics` as {(name, worker label): value} for the meshql_worker_* series."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{http_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for m in re.finditer(r'^(meshql_worker_\w+)\{worker="([^"]+)"\} (\S+)$', text, re.M):
+        out[(m.group(1), m.group(2))] = float(m.group(3))
+    return out
+
+
+def test_per_worker_metrics_move_with_distributed_queries(meshql_bin: Path, mesh: Path) -> None:
+    config = mesh / "meshql.toml"
+    with contextlib.ExitStack() as stack:
+        w0, w1 = (
+            stack.enter_context(running_worker(meshql_bin, config, mesh.parent, name=f"m{i}"))
+            for i in range(2)
+        )
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]
+        srv = stack.enter_context(
+            running_server(
+                meshql_bin, args, config, mesh.parent, env=cluster_env([w0.uri, w1.uri]), http=True
+            )
+        )
+        conn = stack.enter_context(contextlib.closing(connect(srv, "admin")))
+        # Workers are health-checked every second: both report up (bounded wait).
+        deadline = time.monotonic() + 20
+        before = scrape(srv.http_url)
+        while time.monotonic() < deadline and not all(
+            before.get(("meshql_worker_up", w.uri)) == 1 for w in (w0, w1)
+        ):
+            time.sleep(0.5)
+            before = scrape(srv.http_url)
+        for w in (w0, w1):
+            assert before.get(("meshql_worker_up", w.uri)) == 1, before
+
+        assert short(conn, "metrics")
+        assert sorted(workers_of(mesh, "metrics")[-1]) == sorted([w0.uri, w1.uri])
+        after = scrape(srv.http_url)
+        for w in (w0, w1):
+            for name in ("meshql_worker_fragments_total", "meshql_worker_rows_total", "meshql_worker_bytes_total"):
+                assert after.get((name, w.uri), 0) > before.get((name, w.uri), 0), (name, w.uri, before, after)
+            assert after.get(("meshql_worker_errors_total", w.uri), 0) == 0, after
+
+        # A worker that goes away is reported down by the next health check.
+        w1.killed_on_purpose = True
+        w1.process.send_signal(signal.SIGKILL)
+        w1.process.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        now = scrape(srv.http_url)
+        while time.monotonic() < deadline and now.get(("meshql_worker_up", w1.uri)) != 0:
+            time.sleep(0.5)
+            now = scrape(srv.http_url)
+        assert now.get(("meshql_worker_up", w1.uri)) == 0, now
+        assert now.get(("meshql_worker_up", w0.uri)) == 1, now

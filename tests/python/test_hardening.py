@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 import shutil
 import threading
 import time
@@ -54,8 +55,8 @@ def hardened(meshql_bin: Path, demo_dir: Path, tmp_path_factory: pytest.TempPath
     text = config.read_text().replace('sql = "text"', 'sql = "hash"')
     assert 'sql = "hash"' in text
     config.write_text(text + LIMITS)
-    args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
-    with running_server(meshql_bin, args, config, mesh.parent) as srv:
+    args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]
+    with running_server(meshql_bin, args, config, mesh.parent, http=True) as srv:
         yield srv, mesh
 
 
@@ -191,6 +192,11 @@ def test_memory_stays_bounded_while_big_queries_spill_or_fail_and_small_ones_ans
     hwm_mib = status(srv.process.pid)["VmHWM"] / 1024
     print(f"\npeak RSS {hwm_mib:.0f} MiB; sort spills {spilled} ({spilled_bytes}); results {results}")
     assert sum(spilled) > 0, plan
+    # The spills are counted in /metrics (added as each query ends).
+    with urllib.request.urlopen(srv.http_url + "/metrics", timeout=30) as r:
+        metrics_text = r.read().decode()
+    counted = re.search(r"^meshql_spilled_bytes_total (\d+)", metrics_text, re.M)
+    assert counted and int(counted.group(1)) > 0, "meshql_spilled_bytes_total missing or zero"
     assert hwm_mib <= MEMORY_LIMIT_MIB + RSS_OVERHEAD_MIB, f"peak RSS {hwm_mib:.0f} MiB"
     assert srv.process.poll() is None
 

@@ -22,6 +22,7 @@ ALL_PRODUCTS = (
     "sales.order_items",
     "customers.customers",
     "shipping.shipments",
+    "shipping.delivery_performance",
     "inventory.stock",
     "marketing.leads",
 )
@@ -34,7 +35,12 @@ VISIBLE: Dict[str, Set[str]] = {
         "shipping.shipments",
     },
     "eu_analyst": {"customers.customers", "sales.orders"},
-    "shipping_ds": {"shipping.shipments", "sales.orders", "sales.order_items"},
+    "shipping_ds": {
+        "shipping.shipments",
+        "shipping.delivery_performance",
+        "sales.orders",
+        "sales.order_items",
+    },
     "guest": set(),
 }
 
