@@ -264,6 +264,12 @@ def test_a_broken_manifest_is_rejected_as_a_whole_and_reported_by_file_and_field
         assert p["file"] == "catalog/customers/products/customers.toml", p
         assert re.fullmatch(r"schema\[\d+\]\.type", p["field"]), p
         assert "bogus_type" in p["problem"], p
+        # A warn-level log line names the problem.
+        logged = wait_until(
+            "the warn log line",
+            lambda: [l for l in live.stderr().splitlines() if "catalog change rejected" in l],
+        )
+        assert "WARN" in logged[-1] and "bogus_type" in logged[-1], logged[-1]
         # The previous catalog keeps serving.
         assert generation(admin) == before
         assert rows(admin, "SELECT count(*) FROM customers.customers")[0][0] > 0
