@@ -129,10 +129,11 @@ def test_a_lost_worker_fails_its_query_and_the_cluster_carries_on(meshql_bin: Pa
             stack.enter_context(running_worker(meshql_bin, config, mesh.parent, name=f"w{i}"))
             for i in range(3)
         )
-        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]
         srv = stack.enter_context(
             running_server(
-                meshql_bin, args, config, mesh.parent, env=cluster_env([w0.uri, w1.uri, w2.uri])
+                meshql_bin, args, config, mesh.parent, env=cluster_env([w0.uri, w1.uri, w2.uri]),
+                http=True,
             )
         )
         conn = stack.enter_context(contextlib.closing(connect(srv, "admin")))
@@ -154,11 +155,11 @@ def test_a_lost_worker_fails_its_query_and_the_cluster_carries_on(meshql_bin: Pa
             finally:
                 cur.close()
 
+        sent = fragments_sent(srv, w1)
         thread = threading.Thread(target=long_query, daemon=True)
         thread.start()
-        # Kill w1 once the query has reached it (the audit record is written at the end, so watch
-        # the worker's log of received tasks instead: give it a moment to start, bounded).
-        time.sleep(2.0)
+        # Kill w1 once the query has reached it: the coordinator counts fragments sent to it.
+        wait_for_fragments(srv, w1, sent)
         assert thread.is_alive(), f"LONG_QUERY finished too early to test a mid-query failure: {outcome}"
         w1.killed_on_purpose = True
         w1.process.send_signal(signal.SIGKILL)
@@ -206,9 +207,11 @@ def test_a_hung_worker_fails_its_query_instead_of_hanging(meshql_bin: Path, mesh
             stack.enter_context(running_worker(meshql_bin, config, mesh.parent, name=f"h{i}"))
             for i in range(2)
         )
-        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+        args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]
         srv = stack.enter_context(
-            running_server(meshql_bin, args, config, mesh.parent, env=cluster_env([w0.uri, w1.uri]))
+            running_server(
+                meshql_bin, args, config, mesh.parent, env=cluster_env([w0.uri, w1.uri]), http=True
+            )
         )
         conn = stack.enter_context(contextlib.closing(connect(srv, "admin")))
         outcome: dict = {}
@@ -223,9 +226,10 @@ def test_a_hung_worker_fails_its_query_instead_of_hanging(meshql_bin: Path, mesh
             finally:
                 cur.close()
 
+        sent = fragments_sent(srv, w1)
         thread = threading.Thread(target=long_query, daemon=True)
         thread.start()
-        time.sleep(2.0)
+        wait_for_fragments(srv, w1, sent)
         assert thread.is_alive(), f"LONG_QUERY finished too early: {outcome}"
         w1.killed_on_purpose = True
         w1.process.send_signal(signal.SIGSTOP)
@@ -250,6 +254,19 @@ def scrape(http_url: str) -> dict:
     for m in re.finditer(r'^(meshql_worker_\w+)\{worker="([^"]+)"\} (\S+)$', text, re.M):
         out[(m.group(1), m.group(2))] = float(m.group(3))
     return out
+
+
+def fragments_sent(srv, worker) -> float:
+    """Plan fragments the coordinator has sent to `worker` so far."""
+    return scrape(srv.http_url).get(("meshql_worker_fragments_total", worker.uri), 0.0)
+
+
+def wait_for_fragments(srv, worker, before: float, timeout: float = 30.0) -> None:
+    """Waits (bounded) until the coordinator has sent `worker` a fragment beyond `before`."""
+    deadline = time.monotonic() + timeout
+    while fragments_sent(srv, worker) <= before:
+        assert time.monotonic() < deadline, f"no fragment reached {worker.uri} in {timeout}s"
+        time.sleep(0.05)
 
 
 def test_per_worker_metrics_move_with_distributed_queries(meshql_bin: Path, mesh: Path) -> None:
