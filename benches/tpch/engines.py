@@ -38,6 +38,11 @@ def _drain(pipe, sink: list) -> None:
         del sink[:-200]
 
 
+# The harness measures query execution: every iteration must run, none may be answered from
+# meshql's result cache (docs/limits.md#result-cache). `--cached` engines measure the cache.
+NO_RESULT_CACHE = {"MESHQL__ENGINE__RESULT_CACHE_SIZE": "0"}
+
+
 class MeshqlServer:
     """`meshql serve` (or `meshql worker`) on 127.0.0.1:0; the listening line gives the port."""
 
@@ -48,7 +53,8 @@ class MeshqlServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})},
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **NO_RESULT_CACHE,
+                 **(env or {})},
         )
         deadline = time.time() + 60
         self.uri = None
@@ -116,8 +122,9 @@ class FlightEngine:
 
 
 class MeshqlFlight(FlightEngine):
-    def __init__(self, meshql: str, config: Path, label="meshql-flight", user="admin"):
-        self.server = MeshqlServer(meshql, config)
+    def __init__(self, meshql: str, config: Path, label="meshql-flight", user="admin",
+                 env: dict | None = None):
+        self.server = MeshqlServer(meshql, config, env=env)
         try:
             super().__init__(label, self.server.uri, user, qualify=True)
         except Exception:
@@ -179,6 +186,7 @@ class MeshqlInProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **NO_RESULT_CACHE},
         )
         threading.Thread(target=_drain, args=(self.proc.stderr, self.stderr), daemon=True).start()
 

@@ -141,12 +141,21 @@ def markdown(doc, chart_path: str) -> str:
         f, i = s.get("meshql-flight", {}), s.get("meshql-inproc", {})
         if "gb_per_s" in f and "gb_per_s" in i:
             lines += ["", f"Flight SQL delivers {f['gb_per_s'] / i['gb_per_s']:.0%} of the in-process rate."]
-    d = ex.get("dashboard", {})
+    d, dc = ex.get("dashboard", {}), ex.get("dashboard_cached", {})
     if d:
         lines += ["", "### Dashboard load: small cross-domain aggregation, concurrent ADBC clients", "",
-                  "| clients | queries | seconds | queries/s |", "|---:|---:|---:|---:|"]
+                  "| clients | queries | seconds | queries/s, result cache off | queries/s, cache on |",
+                  "|---:|---:|---:|---:|---:|"]
         for n, v in d.items():
-            lines.append(f"| {n} | {v['queries']} | {v['seconds']:.1f} | **{v['qps']:.1f}** |")
+            c = dc.get(n, {})
+            on = f"**{c['qps']:.1f}**" if "qps" in c else "–"
+            lines.append(f"| {n} | {v['queries']} | {v['seconds']:.1f} | **{v['qps']:.1f}** | {on} |")
+    fb = ex.get("first_batch", {})
+    if fb:
+        lines += ["", "### Time to first batch, repeated dashboard query (ADBC, one connection)", "",
+                  "| server | median ms | best ms | runs |", "|---|---:|---:|---:|"]
+        for label, v in fb.items():
+            lines.append(f"| {label} | **{v['median_ms']:.1f}** | {v['best_ms']:.1f} | {v['runs']} |")
     if chart_path:
         lines += ["", f"![per-query ratios]({chart_path})"]
     v = {k: x for k, x in doc.get("versions", {}).items() if x}

@@ -220,6 +220,30 @@ def streaming(args, engines: dict) -> dict:
     return out
 
 
+def first_batch(flight, repeats: int) -> dict:
+    """Time to first batch of the repeated dashboard query over ADBC: median and best of
+    `repeats` runs after one warm-up (execute + first batch, one connection)."""
+    conn = E.adbc_connect(flight.uri, "admin")
+    times = []
+    try:
+        for i in range(repeats + 1):
+            cur = conn.cursor()
+            start = time.perf_counter()
+            cur.execute(DASHBOARD)
+            reader = cur.fetch_record_batch()
+            reader.read_next_batch()
+            elapsed = time.perf_counter() - start
+            for _ in reader:
+                pass
+            cur.close()
+            if i:
+                times.append(elapsed)
+    finally:
+        conn.close()
+    times.sort()
+    return {"median_ms": 1000 * times[len(times) // 2], "best_ms": 1000 * times[0], "runs": len(times)}
+
+
 def dashboard_load(args, flight) -> dict:
     """Queries/s with N concurrent ADBC clients (own connection each), each for a bounded time."""
     out = {}
@@ -306,7 +330,23 @@ def main() -> int:
         if not args.no_extras:
             extras["streaming"] = streaming(args, engines)
             if "meshql-flight" in engines:
+                extras["first_batch"] = {"meshql-flight": first_batch(engines["meshql-flight"], 30)}
                 extras["dashboard"] = dashboard_load(args, engines["meshql-flight"])
+                # The same with meshql's result cache on (its default outside this harness).
+                try:
+                    cached = E.MeshqlFlight(args.meshql, base / "parquet" / "meshql.toml",
+                                            label="meshql-flight-cached",
+                                            env={"MESHQL__ENGINE__RESULT_CACHE_SIZE": "256MiB"})
+                except Exception as e:  # noqa: BLE001
+                    log(f"meshql-flight-cached did not start: {e}")
+                else:
+                    try:
+                        extras["first_batch"]["meshql-flight-cached"] = first_batch(cached, 30)
+                        extras["dashboard_cached"] = dashboard_load(args, cached)
+                    finally:
+                        cached.close()
+                for label, fb in extras["first_batch"].items():
+                    log(f"first batch {label}: median {fb['median_ms']:.1f} ms, best {fb['best_ms']:.1f} ms")
     finally:
         for e in engines.values():
             try:

@@ -167,6 +167,10 @@ pub struct EngineConfig {
     pub spill_dir: Option<PathBuf>,
     pub target_partitions: Option<usize>,
     pub batch_size: Option<usize>,
+    /// Bytes of query results kept to answer repeated queries (0: no result cache).
+    pub result_cache_size: Option<u64>,
+    /// Largest result, in bytes, the result cache keeps.
+    pub result_cache_max_entry: Option<u64>,
     /// `[engine.datafusion]`: DataFusion configuration keys (without the `datafusion.` prefix)
     /// and their values as text; only keys in [`DATAFUSION_KEYS`] are accepted.
     pub datafusion: BTreeMap<String, String>,
@@ -822,6 +826,8 @@ fn parse_engine(
         "spill_dir",
         "target_partitions",
         "batch_size",
+        "result_cache_size",
+        "result_cache_max_entry",
         "datafusion",
     ]);
     let memory_limit = e.byte_size("memory_limit");
@@ -841,6 +847,8 @@ fn parse_engine(
     let spill_dir = e.string("spill_dir").map(|p| base_dir.join(p));
     let target_partitions = e.positive_int("target_partitions");
     let batch_size = e.positive_int("batch_size");
+    let result_cache_size = e.byte_size_or_zero("result_cache_size");
+    let result_cache_max_entry = e.byte_size("result_cache_max_entry");
     let mut datafusion = BTreeMap::new();
     if let Some(df) = e.table("datafusion") {
         for (key, value) in df {
@@ -881,6 +889,8 @@ fn parse_engine(
         spill_dir,
         target_partitions,
         batch_size,
+        result_cache_size,
+        result_cache_max_entry,
         datafusion,
     }
 }
@@ -1276,6 +1286,34 @@ mod tests {
         let problems = parse(&text, vec![]).unwrap_err();
         assert_eq!(problems[0].field, "users[0].name", "{problems:?}");
         assert!(problems[0].message.contains("`:`"), "{problems:?}");
+    }
+
+    #[test]
+    fn result_cache_sizes() {
+        let base = "[catalog]\ndir = \"c\"\n[[domains]]\nname = \"d\"\nbucket = \"b\"\n";
+        let c = parse(&format!("{base}[engine]\nresult_cache_size = 0\n"), vec![]).unwrap();
+        assert_eq!(c.engine.result_cache_size, Some(0));
+        assert_eq!(c.engine.result_cache_max_entry, None);
+        let c = parse(
+            &format!("{base}[engine]\nresult_cache_size = \"64MiB\"\nresult_cache_max_entry = \"1MiB\"\n"),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(c.engine.result_cache_size, Some(64 << 20));
+        assert_eq!(c.engine.result_cache_max_entry, Some(1 << 20));
+        let c = parse(base, vec![("MESHQL__ENGINE__RESULT_CACHE_SIZE", "0")]).unwrap();
+        assert_eq!(c.engine.result_cache_size, Some(0));
+        let problems = parse(
+            &format!("{base}[engine]\nresult_cache_size = -1\nresult_cache_max_entry = 0\n"),
+            vec![],
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["engine.result_cache_size", "engine.result_cache_max_entry"],
+            "{problems:?}"
+        );
     }
 
     #[test]

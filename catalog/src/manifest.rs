@@ -133,6 +133,9 @@ pub struct ProductManifest {
     pub quality: Vec<QualityRule>,
     /// `[[inputs]]`: products this one is derived from, in manifest order.
     pub inputs: Vec<Input>,
+    /// `result_cache = false`: the owner's opt-out of the engine's result cache; queries that
+    /// read this product are always run against its data (default true).
+    pub result_cache: bool,
 }
 
 impl ProductManifest {
@@ -161,6 +164,7 @@ impl ProductManifest {
             "sunset",
             "quality",
             "inputs",
+            "result_cache",
         ]);
         let name = f.required_string("name");
         if let Some(n) = &name {
@@ -308,6 +312,7 @@ impl ProductManifest {
             }
         }
         let deprecated = f.deprecation();
+        let result_cache = f.bool("result_cache").unwrap_or(true);
         let quality = parse_quality(
             file,
             f.array_of_tables("quality", false),
@@ -347,6 +352,7 @@ impl ProductManifest {
                 deprecated,
                 quality,
                 inputs,
+                result_cache,
             }),
             _ => Err(problems),
         }
@@ -603,6 +609,19 @@ impl<'a> Fields<'a> {
                 );
                 None
             }
+        }
+    }
+
+    /// A size as [`Self::byte_size`] takes it, where 0 (`0` or `"0B"`) is allowed: "none".
+    pub(crate) fn byte_size_or_zero(&self, key: &str) -> Option<u64> {
+        match self.table.get(key)? {
+            toml::Value::Integer(0) => Some(0),
+            toml::Value::String(s)
+                if s.trim().parse::<bytesize::ByteSize>().ok() == Some(bytesize::ByteSize(0)) =>
+            {
+                Some(0)
+            }
+            _ => self.byte_size(key),
         }
     }
 

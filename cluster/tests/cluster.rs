@@ -121,7 +121,10 @@ async fn cluster_from(
     worker_codec: Arc<dyn PhysicalExtensionCodec>,
     coordinator_codec: Arc<dyn PhysicalExtensionCodec>,
 ) -> Cluster {
-    let mesh = Mesh::load(config).unwrap();
+    let mut mesh = Mesh::load(config).unwrap();
+    // These tests count what runs on the workers: every query must run, none may be answered
+    // from the coordinator's result cache.
+    mesh.config.engine.result_cache_size = Some(0);
     let workers = vec![
         start_worker(&mesh, Arc::clone(&worker_codec)).await,
         start_worker(&mesh, worker_codec).await,

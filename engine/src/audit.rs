@@ -66,6 +66,10 @@ pub struct AuditRecord {
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `hit` when the result cache answered, `miss` when a cacheable query ran; absent when
+    /// the query could not be cached (or the cache is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
 }
 
 /// Counters of the audit writer, for metrics and health checks.
@@ -173,9 +177,10 @@ impl AuditLog {
         duration: std::time::Duration,
         outcome: &'static str,
         error: Option<String>,
+        cache: Option<&'static str>,
     ) {
         self.record_sql_cut(
-            principal, sql, None, products, workers, rows, bytes, duration, outcome, error,
+            principal, sql, None, products, workers, rows, bytes, duration, outcome, error, cache,
         )
     }
 
@@ -194,6 +199,7 @@ impl AuditLog {
         duration: std::time::Duration,
         outcome: &'static str,
         error: Option<String>,
+        cache: Option<&'static str>,
     ) {
         let text = match cut {
             Some(n) if sql.len() > n => {
@@ -217,6 +223,7 @@ impl AuditLog {
             duration_ms: duration.as_millis() as u64,
             outcome,
             error,
+            cache,
         };
         if let Some(queue) = &self.queue {
             match serde_json::to_string(&record) {
@@ -449,6 +456,7 @@ mod tests {
             0,
             std::time::Duration::ZERO,
             "ok",
+            None,
             None,
         );
     }

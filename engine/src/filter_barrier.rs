@@ -31,7 +31,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 const FILTER_PUSHDOWN_RULE: &str = "FilterPushdown";
 
 /// The physical optimizer rules of a session: DataFusion's defaults with the barrier rule
-/// before the first filter pushdown and the removal rule at the end.
+/// before the first filter pushdown, then the per-scan row-filter choice
+/// ([`crate::row_filters`]) and the removal rule at the end.
 pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::default().rules;
     let at = rules
@@ -39,6 +40,7 @@ pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + 
         .position(|r| r.name() == FILTER_PUSHDOWN_RULE)
         .unwrap_or(0);
     rules.insert(at, Arc::new(GuardDuplicateNames));
+    rules.push(Arc::new(crate::row_filters::RuntimeFilterRowFilters));
     rules.push(Arc::new(RemoveFilterBarriers));
     rules
 }

@@ -30,6 +30,8 @@ pub mod quality;
 mod quality_store;
 mod read_only;
 mod reload;
+mod result_cache;
+mod row_filters;
 mod scan;
 mod session;
 mod snapshot;

@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_QUERIES_PER_USER: usize = 4;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `[limits] statement_timeout`.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Default `engine.result_cache_size`.
+pub const DEFAULT_RESULT_CACHE_SIZE: u64 = 256 * 1024 * 1024;
+/// Default `engine.result_cache_max_entry`.
+pub const DEFAULT_RESULT_CACHE_MAX_ENTRY: u64 = 16 * 1024 * 1024;
 /// Default `[engine] memory_limit` when the machine's memory is unknown.
 pub const FALLBACK_MEMORY_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 
@@ -49,6 +53,10 @@ pub struct Limits {
     pub statement_timeout: Duration,
     pub max_sql_bytes: u64,
     pub max_expr_depth: usize,
+    /// Bytes of results the result cache keeps (0: no cache).
+    pub result_cache_size: u64,
+    /// Largest single result the result cache keeps, in bytes.
+    pub result_cache_max_entry: u64,
 }
 
 impl Limits {
@@ -83,6 +91,12 @@ impl Limits {
                 .unwrap_or(DEFAULT_STATEMENT_TIMEOUT),
             max_sql_bytes: limits.max_sql_bytes.unwrap_or(DEFAULT_MAX_SQL_BYTES),
             max_expr_depth: limits.max_expr_depth.unwrap_or(DEFAULT_MAX_EXPR_DEPTH),
+            result_cache_size: engine
+                .result_cache_size
+                .unwrap_or(DEFAULT_RESULT_CACHE_SIZE),
+            result_cache_max_entry: engine
+                .result_cache_max_entry
+                .unwrap_or(DEFAULT_RESULT_CACHE_MAX_ENTRY),
         }
     }
 }

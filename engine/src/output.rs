@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, StringArray, StringViewArray,
+};
+use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow::error::ArrowError;
@@ -62,6 +65,14 @@ pub fn to_output_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
         .map(|(col, field)| {
             if col.data_type() == field.data_type() {
                 Ok(Arc::clone(col))
+            } else if let (Some(views), DataType::Utf8) = (
+                col.as_any().downcast_ref::<StringViewArray>(),
+                field.data_type(),
+            ) {
+                match views_to_utf8(views) {
+                    Some(strings) => Ok(Arc::new(strings) as ArrayRef),
+                    None => cast(col, field.data_type()),
+                }
             } else {
                 cast(col, field.data_type())
             }
@@ -72,6 +83,55 @@ pub fn to_output_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
         columns,
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
+}
+
+/// `Utf8View` → `Utf8` in one pass: sizes the value buffer once from the views' lengths and
+/// copies each string (inline or from its data buffer), null slots as empty strings. Every
+/// string of a result column crosses this on its way to the client, so it is kept to a plain
+/// copy (arrow's generic `cast` builds through a growing builder). None when the strings do
+/// not fit 32-bit offsets (the caller's `cast` then reports it).
+fn views_to_utf8(array: &StringViewArray) -> Option<StringArray> {
+    const MAX_INLINE: usize = 12;
+    let views = array.views();
+    let nulls = array.nulls();
+    let len_of = |i: usize, v: u128| -> usize {
+        if nulls.is_some_and(|n| n.is_null(i)) {
+            0
+        } else {
+            (v as u32) as usize
+        }
+    };
+    let total: usize = views.iter().enumerate().map(|(i, v)| len_of(i, *v)).sum();
+    if total > i32::MAX as usize {
+        return None;
+    }
+    let buffers = array.data_buffers();
+    let mut values: Vec<u8> = Vec::with_capacity(total);
+    let mut offsets: Vec<i32> = Vec::with_capacity(views.len() + 1);
+    offsets.push(0);
+    for (i, v) in views.iter().enumerate() {
+        let len = len_of(i, *v);
+        if len <= MAX_INLINE {
+            values.extend_from_slice(&v.to_le_bytes()[4..4 + len]);
+        } else {
+            let buffer = &buffers[(*v >> 64) as u32 as usize];
+            let start = (*v >> 96) as u32 as usize;
+            values.extend_from_slice(&buffer[start..start + len]);
+        }
+        // Cannot overflow: the total was checked above.
+        offsets.push(values.len() as i32);
+    }
+    // SAFETY: offsets start at 0, never decrease and end at `values.len()`; `values` is the
+    // concatenation of the valid UTF-8 strings of a `StringViewArray` (null slots add nothing),
+    // so every slice between two offsets is valid UTF-8.
+    let strings = unsafe {
+        StringArray::new_unchecked(
+            OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            nulls.cloned(),
+        )
+    };
+    Some(strings)
 }
 
 /// A field for `schema` built from the contract, shared with metadata responses.
@@ -107,6 +167,30 @@ mod tests {
             output_type(&DataType::Decimal64(10, 2)),
             DataType::Decimal128(10, 2)
         );
+    }
+
+    #[test]
+    fn views_become_the_same_strings() {
+        let long = "a string longer than twelve bytes, ünïcode too";
+        let values: Vec<Option<&str>> = vec![
+            Some("short"),
+            None,
+            Some(long),
+            Some(""),
+            Some("exactly12byt"),
+            Some("thirteen byte"),
+            None,
+        ];
+        let views = StringViewArray::from(values.clone());
+        // A sliced array keeps views into shared buffers.
+        let sliced = views.slice(1, 5);
+        for (array, expected) in [
+            (views.clone(), values.clone()),
+            (sliced, values[1..6].to_vec()),
+        ] {
+            let strings = views_to_utf8(&array).expect("fits 32-bit offsets");
+            assert_eq!(strings, StringArray::from(expected));
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -339,6 +340,10 @@ pub(crate) struct ProductTable {
     /// The product's deprecation and its deprecated columns, recorded in the audit record of
     /// every query that reads them.
     deprecations: Deprecations,
+    /// The Delta version read (None for Parquet), for the result cache's key.
+    delta_version: Option<i64>,
+    /// False when the owner opted the product out of the result cache.
+    result_cache: bool,
 }
 
 /// What of a product is deprecated, as audit records name it.
@@ -386,6 +391,63 @@ impl ProductTable {
         self
     }
 
+    /// The Delta version read and whether results may be cached (the manifest's
+    /// `result_cache`).
+    pub(crate) fn with_cache_facts(
+        mut self,
+        delta_version: Option<i64>,
+        result_cache: bool,
+    ) -> Self {
+        self.delta_version = delta_version;
+        self.result_cache = result_cache;
+        self
+    }
+
+    /// What the result cache's key records of this product as the session's principal reads
+    /// it: name, Delta version, compiled policies and the Parquet listing's fingerprint. None
+    /// when results that read it must not be cached (opted out, a policy calls a function that
+    /// is not immutable, or the listing cannot be read).
+    pub(crate) async fn cache_identity(&self, runtime: &RuntimeEnv) -> Option<String> {
+        if !self.result_cache {
+            return None;
+        }
+        let mut identity = format!("{} delta_version={:?}", self.product, self.delta_version);
+        if let Some(view) = &self.secured {
+            if view
+                .filter
+                .iter()
+                .chain(view.columns.iter())
+                .any(crate::result_cache::not_immutable)
+            {
+                return None;
+            }
+            identity.push_str(&format!(
+                " filter={:?} columns={:?}",
+                view.filter, view.columns
+            ));
+        }
+        let mut listings = Vec::new();
+        self.plan
+            .apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node {
+                    if let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source) {
+                        listings.push(provider);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .ok()?;
+        for provider in listings {
+            let any: &dyn std::any::Any = provider.as_ref();
+            if let Some(listing) = any.downcast_ref::<ListingTable>() {
+                let fingerprint =
+                    crate::result_cache::listing_fingerprint(runtime, listing).await?;
+                identity.push_str(&format!(" listing={fingerprint}"));
+            }
+        }
+        Some(identity)
+    }
+
     pub(crate) fn try_new(
         product: String,
         plan: LogicalPlan,
@@ -414,6 +476,8 @@ impl ProductTable {
             schema,
             reads,
             deprecations: Deprecations::default(),
+            delta_version: None,
+            result_cache: true,
         })
     }
 }
@@ -432,12 +496,12 @@ impl TableProvider for ProductTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // User predicates never go below a policy; unrestricted reads take them as hints
-        // (they are re-applied above the scan).
+        // User predicates never go below a policy. An unrestricted read applies them exactly
+        // (a `Filter` in its own plan, see `scan`), so they are evaluated once, not again above.
         let support = if self.secured.is_some() {
             TableProviderFilterPushDown::Unsupported
         } else {
-            TableProviderFilterPushDown::Inexact
+            TableProviderFilterPushDown::Exact
         };
         Ok(vec![support; filters.len()])
     }
@@ -453,9 +517,20 @@ impl TableProvider for ProductTable {
         let all: Vec<usize> = (0..self.schema.fields().len()).collect();
         let projection = projection.unwrap_or(&all);
         if let Some(reads) = &self.reads {
-            let columns: Vec<String> = projection
+            // A column the query only filters on is read too (exact filters are applied here,
+            // so it is not in the projection).
+            let filtered: std::collections::HashSet<String> = filters
                 .iter()
-                .map(|i| self.schema.field(*i).name().clone())
+                .flat_map(|f| f.column_refs())
+                .map(|c| c.name.clone())
+                .collect();
+            let columns: Vec<String> = self
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| projection.contains(i) || filtered.contains(f.name()))
+                .map(|(_, f)| f.name().clone())
                 .collect();
             reads.deprecated_read(&self.product, self.deprecations.read(&columns));
             reads.columns_read(&self.product, columns.into_iter());

@@ -184,7 +184,8 @@ impl SchemaProvider for DomainSchema {
             secured,
             Some(Arc::clone(&shared.reads)),
         )?
-        .with_deprecations(Deprecations::of(&product.manifest));
+        .with_deprecations(Deprecations::of(&product.manifest))
+        .with_cache_facts(resolved.delta_version, product.manifest.result_cache);
         match sla {
             SlaVerdict::Refused(breach) => Ok(Some(Arc::new(RefusedTable::new(
                 Arc::new(table),

@@ -39,7 +39,7 @@ use crate::audit::{AuditLog, AuditStats, WorkersUsed, AUDIT_ADMIN_GROUP};
 use crate::contract::contract_schema;
 use crate::delta_cache::DeltaCache;
 use crate::error::{EngineError, Result};
-use crate::executor::{ForwardedStream, QueryRuntime};
+use crate::executor::QueryRuntime;
 use crate::limits::Limits;
 use crate::memory::QueryPool;
 use crate::output::{output_schema, to_output_batch};
@@ -48,6 +48,7 @@ use crate::product::{ProductRead, ReadLog};
 use crate::provider::{MeshCatalog, SessionShared, MESH_CATALOG};
 use crate::quality_store::QualityStore;
 use crate::reload::StatusState;
+use crate::result_cache::ResultCache;
 use crate::snapshot::CatalogSnapshot;
 use crate::system::{system_schema, SystemContext, SystemSchema, SYSTEM_SCHEMA};
 
@@ -111,6 +112,8 @@ struct Inner {
     quality: Arc<QualityStore>,
     /// Applied to every query session's state (distributed execution installs itself here).
     session_hook: Option<SessionHook>,
+    /// Answers of repeated queries (None: `result_cache_size = 0`).
+    result_cache: Option<Arc<ResultCache>>,
     /// Declared last: dropped after everything that may still hold query tasks.
     queries: QueryRuntime,
 }
@@ -120,7 +123,7 @@ struct Inner {
 const CALLER_RED_ZONE: usize = 32 * 1024 * 1024;
 
 /// Runs `f` with at least [`CALLER_RED_ZONE`] of stack (on a fresh segment when needed).
-fn on_big_stack<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn on_big_stack<T>(f: impl FnOnce() -> T) -> T {
     stacker::maybe_grow(CALLER_RED_ZONE, crate::executor::STACK_SIZE, f)
 }
 
@@ -221,6 +224,8 @@ impl MeshEngine {
             limits.target_partitions,
             limits.batch_size,
         )?);
+        let result_cache =
+            ResultCache::new(limits.result_cache_size, limits.result_cache_max_entry).map(Arc::new);
         Ok(Self {
             inner: Arc::new(Inner {
                 quality,
@@ -237,6 +242,7 @@ impl MeshEngine {
                 datafusion,
                 audit: Arc::new(audit),
                 session_hook,
+                result_cache,
                 queries,
             }),
         })
@@ -359,7 +365,9 @@ impl MeshEngine {
             .with_information_schema(true)
             .with_target_partitions(self.inner.limits.target_partitions)
             .with_batch_size(self.inner.limits.batch_size);
-        config.options_mut().execution.parquet.pushdown_filters = true;
+        // Static predicates prune from statistics and run above the scan; only scans filtered
+        // by a join's or TopK's runtime filter decode lazily (see `row_filters`).
+        config.options_mut().execution.parquet.pushdown_filters = false;
         // A sort reserves this much up front for merging its spilled runs; it must fit well
         // inside one query's share of memory.
         let share = usize::try_from(self.inner.limits.query_memory_limit).unwrap_or(usize::MAX);
@@ -869,6 +877,7 @@ impl QuerySession {
                 start.elapsed(),
                 "error",
                 Some(e.to_string()),
+                None,
             );
         }
         planned
@@ -906,7 +915,37 @@ impl QuerySession {
             bytes: 0,
             done: false,
             plan: None,
+            cache: None,
         };
+        // A repeated query is answered from the result cache, without admission or planning.
+        let mut audit = audit;
+        let mut fill_key = None;
+        if let Some(cache) = &inner.result_cache {
+            let state = self.ctx.state();
+            let key = ResultCache::key(
+                query.plan(),
+                self.snapshot.generation(),
+                state.config_options(),
+                &inner.runtime,
+            )
+            .await;
+            if let Some(key) = key {
+                if let Some(hit) = cache.get(&key) {
+                    audit.cache = Some("hit");
+                    let batches: Vec<Result<RecordBatch>> =
+                        hit.batches.iter().cloned().map(Ok).collect();
+                    return Ok(Box::pin(QueryStream {
+                        inner: Box::pin(futures::stream::iter(batches)),
+                        audit,
+                        permit: None,
+                        redaction: Arc::clone(&self.snapshot.redaction),
+                        shorten_output: false,
+                    }));
+                }
+                audit.cache = Some("miss");
+                fill_key = Some((Arc::clone(cache), key));
+            }
+        }
         let permit = match inner.admission.admit(&self.principal.user).await {
             Ok(p) => p,
             Err(e) => {
@@ -943,7 +982,6 @@ impl QuerySession {
                 }
             })
             .await;
-        let mut audit = audit;
         let stream = match started {
             Ok((s, physical)) => {
                 audit.plan = Some(physical);
@@ -963,6 +1001,10 @@ impl QuerySession {
             }),
             Err(e) => Err(EngineError::from_datafusion(e)),
         });
+        let batches: OutputStream = match fill_key {
+            Some((cache, key)) => Box::pin(cache.fill(key, batches)),
+            None => Box::pin(batches),
+        };
         let forwarded = match inner
             .queries
             .forward(batches, deadline, move || statement_timeout(timeout))
@@ -976,7 +1018,7 @@ impl QuerySession {
         // EXPLAIN shows file paths: non-admins see only their last segment.
         let shorten_output = explain && !self.is_admin();
         Ok(Box::pin(QueryStream {
-            inner: forwarded,
+            inner: Box::pin(forwarded),
             audit,
             permit: Some(permit),
             redaction: Arc::clone(&self.snapshot.redaction),
@@ -1070,6 +1112,8 @@ struct AuditGuard {
     done: bool,
     /// The executed plan, for the operators' metrics (spilled bytes) when the query ends.
     plan: Option<Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
+    /// `hit` or `miss` for a query the result cache could answer; None otherwise.
+    cache: Option<&'static str>,
 }
 
 /// Bytes the operators of `plan` spilled to disk.
@@ -1111,6 +1155,7 @@ impl AuditGuard {
                 self.start.elapsed(),
                 outcome,
                 error,
+                self.cache,
             );
         }
     }
@@ -1125,8 +1170,11 @@ impl Drop for AuditGuard {
 
 /// The result stream a caller gets: the query's batches, its audit record and its admission
 /// permit, released as soon as the stream ends.
+/// A query's client-facing batches, before auditing.
+type OutputStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
 struct QueryStream {
-    inner: ForwardedStream,
+    inner: OutputStream,
     audit: AuditGuard,
     permit: Option<Permit>,
     redaction: Arc<Vec<(String, String)>>,

@@ -317,6 +317,7 @@ fn audit_schema() -> SchemaRef {
             DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
             false,
         ),
+        s("cache", true),
     ]))
 }
 
@@ -357,6 +358,7 @@ impl AuditTable {
             strings(audit.iter().map(|r| Some(r.outcome))),
             strings(audit.iter().map(|r| r.error.as_deref())),
             worker_lists(audit.iter().map(|r| r.workers.as_slice())),
+            strings(audit.iter().map(|r| r.cache)),
         ];
         RecordBatch::try_new(audit_schema(), columns).map_err(|e| EngineError::Bug {
             context: "building meshql.audit".to_string(),

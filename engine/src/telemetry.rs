@@ -51,6 +51,12 @@ pub const STORE_ERRORS: &str = "meshql_object_store_errors_total";
 pub const CATALOG_RELOADS: &str = "meshql_catalog_reloads_total";
 /// The generation of the catalog in force (1 at start, +1 per applied reload).
 pub const CATALOG_GENERATION: &str = "meshql_catalog_generation";
+/// Answers served from the result cache.
+pub const RESULT_CACHE_HITS: &str = "meshql_result_cache_hits_total";
+/// Cacheable queries that were run (and stored when their result fit).
+pub const RESULT_CACHE_MISSES: &str = "meshql_result_cache_misses_total";
+/// Bytes of results held by the result cache.
+pub const RESULT_CACHE_BYTES: &str = "meshql_result_cache_bytes";
 /// Audit records that could not be written.
 pub const AUDIT_WRITE_ERRORS: &str = "meshql_audit_write_errors_total";
 
@@ -103,6 +109,16 @@ pub fn describe_metrics() {
     describe_counter!(STORE_ERRORS, "Failed object store requests by domain");
     describe_counter!(CATALOG_RELOADS, "Catalog reloads by outcome");
     describe_gauge!(CATALOG_GENERATION, "Generation of the catalog in force");
+    describe_counter!(RESULT_CACHE_HITS, "Queries answered from the result cache");
+    describe_counter!(
+        RESULT_CACHE_MISSES,
+        "Cacheable queries that were run (their result stored when it fit)"
+    );
+    describe_gauge!(
+        RESULT_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of results held by the result cache"
+    );
     describe_counter!(
         AUDIT_WRITE_ERRORS,
         "Audit records that could not be written"

@@ -295,6 +295,7 @@ mod tests {
             outcome: "ok",
             error: None,
             workers: vec![],
+            cache: None,
         })
     }
 

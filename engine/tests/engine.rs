@@ -17,6 +17,10 @@ mod quality;
 #[path = "engine/reload.rs"]
 mod reload;
 
+// The result cache and Parquet row filters (issue 13).
+#[path = "engine/result_cache.rs"]
+mod result_cache;
+
 async fn demo_mesh(dir: &Path) -> PathBuf {
     let opts = DemoOptions {
         dir: dir.to_path_buf(),

@@ -305,6 +305,9 @@ def cluster_env(worker_urls: List[str], probe_interval: str = "1s") -> dict:
         "MESHQL__CLUSTER__SCAN_BYTES_PER_PARTITION": "1",
         "MESHQL__CLUSTER__PROBE_INTERVAL": probe_interval,
         "MESHQL__CLUSTER__CONNECT_TIMEOUT": "2s",
+        # Cluster tests watch queries run on the workers: none may be answered from the
+        # coordinator's result cache.
+        "MESHQL__ENGINE__RESULT_CACHE_SIZE": "0",
     }
 
 

@@ -1,0 +1,269 @@
+//! The result cache (who shares an entry, what invalidates one, what is never cached) and the
+//! per-scan choice of Parquet row filters.
+
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use meshql_catalog::Mesh;
+use meshql_engine::MeshEngine;
+
+use super::{demo_mesh, query, query_as, set_refresh_interval, single_i64, strings};
+
+/// The `cache` field of every audit record so far, in order ("-" when absent).
+fn cache_fields(engine: &MeshEngine, dir: &Path) -> Vec<String> {
+    engine.flush_audit();
+    std::fs::read_to_string(dir.join("audit/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| r["cache"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let formatted = arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string();
+    formatted.lines().map(str::to_string).collect()
+}
+
+const BY_REGION: &str =
+    "SELECT region, count(*) AS n, sum(total_amount) AS total FROM sales.orders GROUP BY region ORDER BY region";
+
+#[tokio::test]
+async fn a_repeated_query_is_answered_from_the_cache_and_shared_only_by_equal_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+
+    let first = query_as(&engine, "sales_analyst", BY_REGION).await.unwrap();
+    let again = query_as(&engine, "sales_analyst", BY_REGION).await.unwrap();
+    assert_eq!(rows(&first), rows(&again));
+    assert_eq!(cache_fields(&engine, dir.path()), ["miss", "hit"]);
+
+    // shipping_ds reads sales.orders without a policy too: same rules, same entry.
+    let shipping = query_as(&engine, "shipping_ds", BY_REGION).await.unwrap();
+    assert_eq!(rows(&shipping), rows(&first));
+    // eu_analyst's row filter makes it another plan: its own rows, never the shared ones.
+    let eu = query_as(&engine, "eu_analyst", BY_REGION).await.unwrap();
+    assert_eq!(rows(&eu).len(), 5, "one region: {:?}", rows(&eu));
+    assert!(
+        rows(&eu).iter().any(|l| l.contains("| EU ")),
+        "{:?}",
+        rows(&eu)
+    );
+    assert_ne!(rows(&eu), rows(&first));
+    let eu_again = query_as(&engine, "eu_analyst", BY_REGION).await.unwrap();
+    assert_eq!(rows(&eu_again), rows(&eu));
+    assert_eq!(
+        cache_fields(&engine, dir.path()),
+        ["miss", "hit", "hit", "miss", "hit"]
+    );
+
+    // Masks are part of the entry: admin (clear e-mails) and sales_analyst (masked) differ.
+    let emails = "SELECT email FROM customers.customers ORDER BY customer_id LIMIT 3";
+    let clear = strings(&query(&engine, emails).await.unwrap(), 0);
+    let masked = strings(
+        &query_as(&engine, "sales_analyst", emails).await.unwrap(),
+        0,
+    );
+    assert!(clear.iter().all(|e| e.contains('@')), "{clear:?}");
+    assert_eq!(masked, ["***", "***", "***"]);
+    let clear_again = strings(&query(&engine, emails).await.unwrap(), 0);
+    assert_eq!(clear_again, clear);
+    assert_eq!(
+        cache_fields(&engine, dir.path())[5..],
+        ["miss", "miss", "hit"]
+    );
+
+    // A hidden product is refused whether or not someone else's answer is cached.
+    query_as(&engine, "guest", BY_REGION).await.unwrap_err();
+
+    // Bound parameters are part of the plan: other values, other entries.
+    let count_status = |status: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let session = engine
+                .session(super::principal(&engine, "sales_analyst"))
+                .unwrap();
+            let planned = session
+                .plan_sql("SELECT count(*) FROM sales.orders WHERE status = $1")
+                .await
+                .unwrap();
+            let bound = planned
+                .bind(vec![datafusion::scalar::ScalarValue::from(status)])
+                .unwrap();
+            let batches: Vec<RecordBatch> =
+                futures::TryStreamExt::try_collect(session.execute(bound).await.unwrap())
+                    .await
+                    .unwrap();
+            single_i64(&batches)
+        }
+    };
+    let shipped = count_status("shipped").await;
+    let cancelled = count_status("cancelled").await;
+    assert_ne!(shipped, cancelled);
+    assert_eq!(count_status("shipped").await, shipped);
+    assert_eq!(
+        cache_fields(&engine, dir.path())[8..],
+        ["-", "miss", "miss", "hit"],
+        "the guest's refusal is audited without a cache field"
+    );
+}
+
+#[tokio::test]
+async fn changed_data_is_never_served_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, set_refresh_interval(&text, "0")).unwrap();
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+
+    // Parquet: a new file in the product's location.
+    let items = "SELECT count(*) FROM sales.order_items";
+    let before = single_i64(&query(&engine, items).await.unwrap());
+    assert_eq!(single_i64(&query(&engine, items).await.unwrap()), before);
+    let dir_items = dir.path().join("buckets/sales/order_items");
+    let first_file = std::fs::read_dir(&dir_items)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .min()
+        .unwrap();
+    let copied_rows = {
+        let file = std::fs::File::open(&first_file).unwrap();
+        parquet::file::reader::FileReader::metadata(
+            &parquet::file::reader::SerializedFileReader::new(file).unwrap(),
+        )
+        .file_metadata()
+        .num_rows()
+    };
+    std::fs::copy(&first_file, dir_items.join("zz-copy.parquet")).unwrap();
+    assert_eq!(
+        single_i64(&query(&engine, items).await.unwrap()),
+        before + copied_rows
+    );
+    // A file replaced in place (same name, other content) is seen too.
+    std::fs::copy(dir_items.join("zz-copy.parquet"), &first_file).unwrap();
+    std::fs::remove_file(dir_items.join("zz-copy.parquet")).unwrap();
+    assert_eq!(single_i64(&query(&engine, items).await.unwrap()), before);
+
+    // Delta: a new commit (refresh_interval 0 reads the log on every query).
+    let orders = "SELECT count(*) FROM sales.orders";
+    assert_eq!(single_i64(&query(&engine, orders).await.unwrap()), 5000);
+    assert_eq!(single_i64(&query(&engine, orders).await.unwrap()), 5000);
+    let batches = query(
+        &engine,
+        "SELECT order_id + 100000 AS order_id, customer_id, order_ts, status, total_amount, region FROM sales.orders LIMIT 10",
+    )
+    .await
+    .unwrap();
+    let url = url::Url::from_directory_path(dir.path().join("buckets/sales/orders")).unwrap();
+    deltalake::DeltaTable::try_from_url(url)
+        .await
+        .unwrap()
+        .write(batches)
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .await
+        .unwrap();
+    assert_eq!(single_i64(&query(&engine, orders).await.unwrap()), 5010);
+    assert_eq!(
+        cache_fields(&engine, dir.path()),
+        ["miss", "hit", "miss", "miss", "miss", "hit", "miss", "miss"]
+    );
+}
+
+#[tokio::test]
+async fn volatile_system_and_opted_out_reads_are_never_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    // The owner of sales.order_items opts it out.
+    let manifest = dir.path().join("catalog/sales/products/order_items.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("result_cache = false\n{text}")).unwrap();
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    for sql in [
+        "SELECT count(*), now() FROM sales.orders",
+        "SELECT count(*) FROM sales.orders WHERE random() < 2",
+        "SELECT count(*) FROM meshql.products",
+        "SELECT count(*) FROM sales.order_items",
+        "SELECT count(*) FROM sales.orders o JOIN sales.order_items i ON o.order_id = i.order_id",
+        "EXPLAIN SELECT count(*) FROM sales.orders",
+        "SELECT 1",
+    ] {
+        for _ in 0..2 {
+            query(&engine, sql).await.unwrap();
+        }
+    }
+    assert!(
+        cache_fields(&engine, dir.path()).iter().all(|c| c == "-"),
+        "{:?}",
+        cache_fields(&engine, dir.path())
+    );
+
+    // result_cache_size = 0 turns the cache off.
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[engine]\nresult_cache_size = 0\n"),
+    )
+    .unwrap();
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    for _ in 0..2 {
+        query(&engine, BY_REGION).await.unwrap();
+    }
+    assert_eq!(cache_fields(&engine, dir.path()), ["-", "-"]);
+}
+
+/// The value of metric `name` on the first line of `explain` that mentions `needle` and
+/// `DataSourceExec`.
+fn scan_metric(explain: &str, needle: &str, name: &str) -> Option<u64> {
+    let line = explain
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains(needle))?;
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn only_scans_with_a_runtime_filter_filter_rows_while_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    let explain = |sql: String| {
+        let engine = engine.clone();
+        async move { strings(&query(&engine, &sql).await.unwrap(), 1).join("\n") }
+    };
+    // The join's build side (a few orders) sends a runtime filter into the order_items scan,
+    // which drops the other lines while decoding.
+    let join = "SELECT count(*) FROM sales.order_items i JOIN sales.orders o \
+                ON i.order_id = o.order_id WHERE o.customer_id = 7";
+    let analyzed = explain(format!("EXPLAIN ANALYZE {join}")).await;
+    let line = analyzed
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains("order_items"))
+        .unwrap_or_else(|| panic!("{analyzed}"));
+    assert!(line.contains("DynamicFilter"), "{line}");
+    let pruned = scan_metric(&analyzed, "order_items", "pushdown_rows_pruned");
+    assert!(pruned.is_some_and(|n| n > 0), "{line}");
+    // The same answer as a plain semi-join.
+    let semi = "SELECT count(*) FROM sales.order_items WHERE order_id IN \
+                (SELECT order_id FROM sales.orders WHERE customer_id = 7)";
+    let n = single_i64(&query(&engine, join).await.unwrap());
+    assert!(n > 0);
+    assert_eq!(n, single_i64(&query(&engine, semi).await.unwrap()));
+    // A static predicate prunes from statistics and runs above the scan, not while decoding.
+    let by_hand = "SELECT count(*) FROM sales.order_items WHERE order_id <= 20";
+    let analyzed = explain(format!("EXPLAIN ANALYZE {by_hand}")).await;
+    assert!(analyzed.contains("FilterExec"), "{analyzed}");
+    let pruned = scan_metric(&analyzed, "order_items", "pushdown_rows_pruned");
+    assert!(pruned.unwrap_or(0) == 0, "{analyzed}");
+}
