@@ -6,6 +6,7 @@ mod auth_layer;
 mod cancel;
 mod get_schema;
 mod metadata;
+mod planned;
 mod prepared;
 mod server;
 mod service;

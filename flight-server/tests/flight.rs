@@ -1261,3 +1261,48 @@ async fn a_stale_product_under_refuse_is_failed_precondition() {
     );
     server.stop().await;
 }
+
+/// DoGet runs the plan GetFlightInfo made only for the principal that asked for it: the same
+/// ticket presented by anyone else is planned again for them (their rows, their masks, or their
+/// refusal), and a ticket presented twice still answers the second time.
+#[tokio::test]
+async fn a_planned_ticket_runs_only_for_its_principal() {
+    let server = TestServer::start().await;
+    let mut admin = server.login("admin").await;
+    let q = "SELECT region, email FROM customers.customers ORDER BY customer_id";
+    let text = |batches: &[RecordBatch]| {
+        arrow::util::pretty::pretty_format_batches(batches)
+            .unwrap()
+            .to_string()
+    };
+    let expected = |user: &'static str| {
+        let server = &server;
+        async move {
+            let mut c = server.login(user).await;
+            sql(&mut c, q).await
+        }
+    };
+    let own = [
+        ("sales_analyst", expected("sales_analyst").await),
+        ("eu_analyst", expected("eu_analyst").await),
+        ("guest", expected("guest").await),
+    ];
+    assert!(own[2].1.is_err(), "the guest sees no customers");
+    for (user, own) in own {
+        let info = admin.execute(q.to_string(), None).await.unwrap();
+        let mut other = server.login(user).await;
+        let got = fetch(&mut other, info.clone())
+            .await
+            .map_err(|e| e.to_string());
+        match (&got, &own) {
+            (Ok(got), Ok(own)) => assert_eq!(text(got), text(own), "{user}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{user}: {got:?} vs {own:?}"),
+        }
+        // The admin's own ticket still answers, planned again if need be, with clear e-mails.
+        let mine = fetch(&mut admin, info).await.unwrap();
+        assert!(text(&mine).contains('@'));
+        assert_eq!(rows(&mine), rows(&sql(&mut admin, q).await.unwrap()));
+    }
+    server.stop().await;
+}

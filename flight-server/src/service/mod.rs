@@ -42,6 +42,7 @@ use meshql_engine::{MeshEngine, QuerySession};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cancel::RunningQueries;
+use crate::planned::PlannedTickets;
 use crate::prepared::PreparedStore;
 use crate::session_options::SessionStore;
 use crate::sql_info::{sql_info_data, xdbc_type_info_data};
@@ -61,6 +62,8 @@ pub struct MeshFlightSqlService {
     prepared: Arc<PreparedStore>,
     sessions: Arc<SessionStore>,
     running: Arc<RunningQueries>,
+    /// Plans made by GetFlightInfo, for the DoGet that follows.
+    planned: Arc<PlannedTickets>,
     sql_info: Arc<SqlInfoData>,
     xdbc_info: Arc<XdbcTypeInfoData>,
 }
@@ -112,6 +115,7 @@ impl MeshFlightSqlService {
             prepared: Arc::default(),
             sessions: Arc::default(),
             running: Arc::default(),
+            planned: Arc::default(),
             sql_info: Arc::new(sql_info_data()?),
             xdbc_info: Arc::new(xdbc_type_info_data()?),
         })

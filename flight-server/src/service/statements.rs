@@ -1,6 +1,7 @@
 //! SQL statements: GetFlightInfo plans a query and answers its schema with a ticket carrying the
-//! SQL; DoGet plans it again and streams the results. Updates and bulk ingestion are refused:
-//! meshql is read-only.
+//! SQL; DoGet runs the plan GetFlightInfo made (kept in [`crate::planned`] for the same
+//! principal), or plans the ticket's SQL again when that plan is gone, and streams the results.
+//! Updates and bulk ingestion are refused: meshql is read-only.
 
 use std::sync::Arc;
 
@@ -41,10 +42,14 @@ impl MeshFlightSqlService {
         let session = self.session_for(caller.principal, default_schema.as_deref())?;
         let sql = number_placeholders(&query.query);
         let planned = session.plan_sql(&sql).await.map_err(engine_status)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let schema = Arc::clone(&planned.schema);
+        self.planned
+            .keep(&id, session.principal().clone(), session, planned);
         let handle = StatementTicket {
             sql,
             default_schema,
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
         }
         .encode_to_vec();
         let ticket = TicketStatementQuery {
@@ -53,7 +58,7 @@ impl MeshFlightSqlService {
         .as_any()
         .encode_to_vec();
         Ok(Response::new(flight_info(
-            &planned.schema,
+            &schema,
             ticket,
             request.into_inner(),
         )?))
@@ -75,22 +80,31 @@ impl MeshFlightSqlService {
             StatementTicket::decode(ticket.statement_handle)
                 .map_err(|_| Status::invalid_argument("malformed statement ticket"))
         })?;
-        let session = observed(&observer, || {
-            self.session_for(principal, t.default_schema.as_deref())
-        })?;
-        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&t.sql), "query");
         let started = std::time::Instant::now();
-        let planned = match session
-            .plan_sql(&t.sql)
-            .instrument(observer.plan_span())
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                observer.failed(engine_code_name(&e));
-                return Err(engine_status(e));
+        let (session, planned) = match self.planned.take(&t.id, &principal) {
+            Some(kept) => {
+                // Planned by GetFlightInfo: the plan span is still there, and short.
+                drop(observer.plan_span().entered());
+                kept
+            }
+            None => {
+                let session = observed(&observer, || {
+                    self.session_for(principal, t.default_schema.as_deref())
+                })?;
+                match session
+                    .plan_sql(&t.sql)
+                    .instrument(observer.plan_span())
+                    .await
+                {
+                    Ok(p) => (session, p),
+                    Err(e) => {
+                        observer.failed(engine_code_name(&e));
+                        return Err(engine_status(e));
+                    }
+                }
             }
         };
+        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&t.sql), "query");
         observer.planned(started, &session.reads());
         let schema = Arc::clone(&planned.schema);
         let key = request.into_inner().ticket;
