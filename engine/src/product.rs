@@ -573,7 +573,16 @@ impl TableProvider for ProductTable {
                 let inner = Arc::new(
                     ProductScanExec::new(self.product.clone(), inner).with_source(logical),
                 );
-                Ok(Arc::new(PolicyExec::new(self.product.clone(), inner)))
+                // Output columns the policies pass through as they are (not masked).
+                let clear = projection
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| matches!(view.columns[**i], Expr::Column(_)))
+                    .map(|(at, _)| at)
+                    .collect();
+                Ok(Arc::new(
+                    PolicyExec::new(self.product.clone(), inner).with_clear_columns(clear),
+                ))
             }
         }
     }

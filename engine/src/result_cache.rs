@@ -131,17 +131,14 @@ impl ResultCache {
     pub(crate) async fn key(
         plan: &LogicalPlan,
         generation: u64,
-        options: &ConfigOptions,
+        settings: String,
         runtime: &RuntimeEnv,
     ) -> Option<CacheKey> {
         let (products, cacheable) = crate::session::on_big_stack(|| products_read(plan));
         if !cacheable || products.is_empty() {
             return None;
         }
-        let mut context = format!("generation={generation}\n");
-        for (key, value) in options.entries().iter().map(|e| (&e.key, &e.value)) {
-            context.push_str(&format!("{key}={value:?}\n"));
-        }
+        let mut context = format!("generation={generation}\n{settings}");
         for product in &products {
             let any: &dyn std::any::Any = product.as_ref();
             let table = any.downcast_ref::<ProductTable>()?;
@@ -152,6 +149,15 @@ impl ResultCache {
         let plan = crate::session::on_big_stack(|| without_sources(plan))?;
         Some(CacheKey { plan, context })
     }
+}
+
+/// A session's DataFusion settings as text, for [`ResultCache::key`].
+pub(crate) fn settings_text(options: &ConfigOptions) -> String {
+    let mut text = String::new();
+    for e in options.entries() {
+        text.push_str(&format!("{}={:?}\n", e.key, e.value));
+    }
+    text
 }
 
 /// The products `plan` reads (in plan order, subqueries included), and whether the plan may be

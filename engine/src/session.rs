@@ -114,6 +114,9 @@ struct Inner {
     session_hook: Option<SessionHook>,
     /// Answers of repeated queries (None: `result_cache_size = 0`).
     result_cache: Option<Arc<ResultCache>>,
+    /// The DataFusion state policy expressions are parsed with, made once (it holds no
+    /// catalog: see `QuerySession::try_new`).
+    policy_state: std::sync::OnceLock<Arc<SessionState>>,
     /// Declared last: dropped after everything that may still hold query tasks.
     queries: QueryRuntime,
 }
@@ -243,6 +246,7 @@ impl MeshEngine {
                 audit: Arc::new(audit),
                 session_hook,
                 result_cache,
+                policy_state: std::sync::OnceLock::new(),
                 queries,
             }),
         })
@@ -670,14 +674,9 @@ impl QuerySession {
         let state = builder.build();
         let snapshot = engine.snapshot();
         let mesh = Arc::clone(snapshot.mesh());
-        let visible_columns = |domain: &str, product: &str| -> Option<Vec<String>> {
-            mesh.access(&principal, domain, product)
-                .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
-        };
         let system = system_schema(SystemContext {
             mesh: &mesh,
             runtime: &engine.inner.runtime,
-            visible_columns: &visible_columns,
             audit: &engine.inner.audit,
             principal: &principal,
             redaction: &snapshot.redaction,
@@ -689,11 +688,15 @@ impl QuerySession {
         // clones of a SessionState share its catalog list, so a clone would hold the mesh
         // catalog registered below, which holds `shared`: an Arc cycle that kept every
         // session (and its copy of the audit records) alive forever.
-        let policy_state = SessionStateBuilder::new()
-            .with_config(config.clone())
-            .with_runtime_env(Arc::clone(&engine.inner.runtime))
-            .with_default_features()
-            .build();
+        let policy_state = Arc::clone(engine.inner.policy_state.get_or_init(|| {
+            Arc::new(
+                SessionStateBuilder::new()
+                    .with_config(engine.session_config("public"))
+                    .with_runtime_env(Arc::clone(&engine.inner.runtime))
+                    .with_default_features()
+                    .build(),
+            )
+        }));
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
             runtime: Arc::clone(&engine.inner.runtime),
@@ -921,11 +924,12 @@ impl QuerySession {
         let mut audit = audit;
         let mut fill_key = None;
         if let Some(cache) = &inner.result_cache {
-            let state = self.ctx.state();
+            let settings =
+                crate::result_cache::settings_text(self.ctx.state_ref().read().config_options());
             let key = ResultCache::key(
                 query.plan(),
                 self.snapshot.generation(),
-                state.config_options(),
+                settings,
                 &inner.runtime,
             )
             .await;

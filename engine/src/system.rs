@@ -74,8 +74,6 @@ fn s(name: &str, nullable: bool) -> Field {
 pub(crate) struct SystemContext<'a> {
     pub(crate) mesh: &'a Arc<Mesh>,
     pub(crate) runtime: &'a Arc<RuntimeEnv>,
-    /// None: the product is invisible; Some(columns): its visible columns.
-    pub(crate) visible_columns: &'a dyn Fn(&str, &str) -> Option<Vec<String>>,
     pub(crate) audit: &'a Arc<AuditLog>,
     pub(crate) principal: &'a Principal,
     /// Quality results and observations of products' storage.
@@ -91,17 +89,15 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
     let SystemContext {
         mesh,
         runtime,
-        visible_columns,
         audit,
         principal,
         redaction,
         status,
         quality,
     } = cx;
-    let admin = principal.has_group(AUDIT_ADMIN_GROUP);
-    let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
-    let mut schema = SystemSchema {
-        tables: BTreeMap::new(),
+    let schema = SystemSchema {
+        tables: std::sync::OnceLock::new(),
+        status: status.clone(),
         mesh: Arc::clone(mesh),
         runtime: Arc::clone(runtime),
         audit: Arc::new(AuditTable {
@@ -117,6 +113,26 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
         quality: Arc::clone(quality),
         principal: principal.clone(),
     };
+    Ok(Arc::new(schema))
+}
+
+/// Names of the tables [`catalog_tables`] builds.
+const CATALOG_TABLES: &[&str] = &["catalog_status", "columns", "domains", "products"];
+
+/// The tables of the system schema that are built from the catalog for the principal
+/// (`catalog_status`, `domains`, `products`, `columns`): built when one of them is first read,
+/// not for every session (planning a product query stays flat in the size of the catalog).
+fn catalog_tables(
+    mesh: &Arc<Mesh>,
+    principal: &Principal,
+    status: &crate::reload::CatalogStatus,
+) -> Result<BTreeMap<String, Arc<MemTable>>> {
+    let visible_columns = |domain: &str, product: &str| -> Option<Vec<String>> {
+        mesh.access(principal, domain, product)
+            .map(|a| a.columns.iter().map(|(c, _)| c.to_string()).collect())
+    };
+    let admin = principal.has_group(AUDIT_ADMIN_GROUP);
+    let visible = |d: &str, p: &str| visible_columns(d, p).is_some();
     let domains: Vec<_> = mesh
         .domains
         .iter()
@@ -264,21 +280,25 @@ pub(crate) fn system_schema(cx: SystemContext<'_>) -> Result<Arc<SystemSchema>> 
         ],
     )?;
     let status_table = crate::catalog_status::catalog_status_table(status, mesh, principal)?;
+    let mut tables = BTreeMap::new();
     for (name, t) in [
         ("catalog_status", status_table),
         ("domains", domains_table),
         ("products", products_table),
         ("columns", columns_table),
     ] {
-        schema.tables.insert(name.to_string(), t);
+        tables.insert(name.to_string(), t);
     }
-    Ok(Arc::new(schema))
+    Ok(tables)
 }
 
 /// The system schema of one session.
 #[derive(Debug)]
 pub(crate) struct SystemSchema {
-    tables: BTreeMap<String, Arc<MemTable>>,
+    /// The catalog tables, built on first use (see [`catalog_tables`]).
+    tables: std::sync::OnceLock<std::result::Result<BTreeMap<String, Arc<MemTable>>, String>>,
+    /// The reload status when the session began, for `meshql.catalog_status`.
+    status: crate::reload::CatalogStatus,
     mesh: Arc<Mesh>,
     runtime: Arc<RuntimeEnv>,
     audit: Arc<AuditTable>,
@@ -408,6 +428,16 @@ fn freshness_fields() -> Vec<Field> {
 }
 
 impl SystemSchema {
+    /// The catalog tables, built on first use.
+    fn tables(&self) -> Result<&BTreeMap<String, Arc<MemTable>>> {
+        self.tables
+            .get_or_init(|| {
+                catalog_tables(&self.mesh, &self.principal, &self.status).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| EngineError::Internal(format!("building the system tables: {e}")))
+    }
+
     /// The schema of a system table, without reading anything.
     pub(crate) fn schema_of(&self, name: &str) -> Option<SchemaRef> {
         if name == "audit" {
@@ -424,7 +454,7 @@ impl SystemSchema {
             }
             _ => {}
         }
-        let t = self.tables.get(name)?;
+        let t = self.tables().ok()?.get(name)?;
         if name == "products" {
             let mut fields: Vec<Field> = t
                 .schema()
@@ -442,7 +472,7 @@ impl SystemSchema {
     /// `meshql.products` with freshness, checked now (products in parallel, each bounded).
     async fn products_with_freshness(&self) -> Result<Arc<MemTable>> {
         let base = self
-            .tables
+            .tables()?
             .get("products")
             .ok_or_else(|| EngineError::Internal("no products table".into()))?;
         let batches = datafusion::physical_plan::collect(
@@ -523,7 +553,7 @@ impl SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tables.keys().cloned().collect();
+        let mut names: Vec<String> = CATALOG_TABLES.iter().map(|t| t.to_string()).collect();
         names.push("audit".to_string());
         names.push("usage".to_string());
         names.extend(HEALTH_TABLES.iter().map(|t| t.to_string()));
@@ -569,8 +599,11 @@ impl SchemaProvider for SystemSchema {
         if name == "usage" {
             return Ok(Some(Arc::clone(&self.usage) as Arc<dyn TableProvider>));
         }
+        if !CATALOG_TABLES.contains(&name) {
+            return Ok(None);
+        }
         Ok(self
-            .tables
+            .tables()?
             .get(name)
             .map(|t| Arc::clone(t) as Arc<dyn TableProvider>))
     }
@@ -587,7 +620,7 @@ impl SchemaProvider for SystemSchema {
     fn table_exist(&self, name: &str) -> bool {
         name == "audit"
             || name == "usage"
-            || self.tables.contains_key(name)
+            || CATALOG_TABLES.contains(&name)
             || HEALTH_TABLES.contains(&name)
     }
 }

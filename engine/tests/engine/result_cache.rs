@@ -1,5 +1,5 @@
-//! The result cache (who shares an entry, what invalidates one, what is never cached) and the
-//! per-scan choice of Parquet row filters.
+//! The result cache (who shares an entry, what invalidates one, what is never cached), the
+//! per-scan choice of Parquet row filters, and runtime filters under policies.
 
 use std::path::Path;
 
@@ -266,4 +266,69 @@ async fn only_scans_with_a_runtime_filter_filter_rows_while_decoding() {
     assert!(analyzed.contains("FilterExec"), "{analyzed}");
     let pruned = scan_metric(&analyzed, "order_items", "pushdown_rows_pruned");
     assert!(pruned.unwrap_or(0) == 0, "{analyzed}");
+}
+
+/// The inner (secured) plan of the policy barrier for `product` in `plan`, as text.
+fn policed_inner(
+    plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    product: &str,
+) -> Option<String> {
+    if let Some(p) =
+        (plan.as_ref() as &dyn std::any::Any).downcast_ref::<meshql_engine::PolicyExec>()
+    {
+        if p.product() == product {
+            return Some(
+                datafusion::physical_plan::displayable(p.inner().as_ref())
+                    .indent(true)
+                    .to_string(),
+            );
+        }
+    }
+    plan.children()
+        .into_iter()
+        .find_map(|c| policed_inner(c, product))
+}
+
+#[tokio::test]
+async fn runtime_filters_enter_a_policed_scan_only_on_unmasked_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    // sales_analyst reads customers.customers with e-mails masked (a policed read).
+    let session = engine
+        .session(super::principal(&engine, "sales_analyst"))
+        .unwrap();
+    let plan_of = |sql: &'static str| {
+        let session = &session;
+        async move {
+            let planned = session.plan_sql(sql).await.unwrap();
+            session.physical_plan(&planned).await.unwrap()
+        }
+    };
+    let on_key = "SELECT count(*) FROM sales.orders o JOIN customers.customers c \
+                  ON o.customer_id = c.customer_id WHERE o.order_id <= 20";
+    let inner = policed_inner(&plan_of(on_key).await, "customers.customers")
+        .expect("a policed customers scan");
+    assert!(inner.contains("DynamicFilter"), "{inner}");
+    // The answer is the unrestricted one (only e-mails are masked for sales_analyst).
+    let n = single_i64(&query_as(&engine, "sales_analyst", on_key).await.unwrap());
+    assert_eq!(n, single_i64(&query(&engine, on_key).await.unwrap()));
+    assert!(n > 0);
+    // A masked join key gets no runtime filter: it would compare real e-mails.
+    let on_masked = "SELECT count(*) FROM sales.orders o JOIN customers.customers c \
+                     ON c.email = o.status WHERE o.order_id <= 20";
+    let inner = policed_inner(&plan_of(on_masked).await, "customers.customers")
+        .expect("a policed customers scan");
+    assert!(!inner.contains("DynamicFilter"), "{inner}");
+    // eu_analyst: both sides policed by row filters; the runtime filter still answers exactly
+    // the rows of its region.
+    let eu = "SELECT count(*) FROM sales.orders o JOIN customers.customers c \
+              ON o.customer_id = c.customer_id WHERE o.order_id <= 200";
+    let by_admin = "SELECT count(*) FROM sales.orders o JOIN customers.customers c \
+                    ON o.customer_id = c.customer_id WHERE o.order_id <= 200 \
+                    AND o.region = 'EU' AND c.region = 'EU'";
+    assert_eq!(
+        single_i64(&query_as(&engine, "eu_analyst", eu).await.unwrap()),
+        single_i64(&query(&engine, by_admin).await.unwrap())
+    );
 }
