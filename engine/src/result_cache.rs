@@ -131,14 +131,15 @@ impl ResultCache {
     pub(crate) async fn key(
         plan: &LogicalPlan,
         generation: u64,
-        settings: String,
+        settings: impl FnOnce() -> String,
         runtime: &RuntimeEnv,
     ) -> Option<CacheKey> {
         let (products, cacheable) = crate::session::on_big_stack(|| products_read(plan));
         if !cacheable || products.is_empty() {
             return None;
         }
-        let mut context = format!("generation={generation}\n{settings}");
+        // Formatted only for plans that may be cached (every setting, each query).
+        let mut context = format!("generation={generation}\n{}", settings());
         for product in &products {
             let any: &dyn std::any::Any = product.as_ref();
             let table = any.downcast_ref::<ProductTable>()?;
@@ -279,13 +280,7 @@ pub(crate) async fn listing_fingerprint(
             );
         }
     }
-    Some(
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(crate::audit::hex(&hasher.finalize()))
 }
 
 /// A query's output stream that stores its batches in the cache when it ends well.

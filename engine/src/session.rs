@@ -925,7 +925,7 @@ impl QuerySession {
         let mut fill_key = None;
         if let Some(cache) = &inner.result_cache {
             let settings =
-                crate::result_cache::settings_text(self.ctx.state_ref().read().config_options());
+                || crate::result_cache::settings_text(self.ctx.state_ref().read().config_options());
             let key = ResultCache::key(
                 query.plan(),
                 self.snapshot.generation(),

@@ -56,6 +56,20 @@ async fn query_as(
     stream.try_collect().await
 }
 
+/// Appends the rows `sql` returns (as admin, orders' columns) to sales.orders as a new Delta
+/// commit.
+async fn append_to_orders(engine: &MeshEngine, dir: &Path, sql: &str) {
+    let batches = query(engine, sql).await.unwrap();
+    let url = url::Url::from_directory_path(dir.join("buckets/sales/orders")).unwrap();
+    deltalake::DeltaTable::try_from_url(url)
+        .await
+        .unwrap()
+        .write(batches)
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .await
+        .unwrap();
+}
+
 fn single_i64(batches: &[RecordBatch]) -> i64 {
     let b = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
     b.column(0).as_primitive::<Int64Type>().value(0)
@@ -1200,17 +1214,7 @@ async fn new_data_becomes_visible_within_the_refresh_interval() {
     assert_eq!(count(cached.clone()).await, 5000);
     assert_eq!(count(live.clone()).await, 5000);
     // A new commit of 10 orders.
-    let batches = query(&cached, "SELECT order_id + 100000 AS order_id, customer_id, order_ts, status, total_amount, region FROM sales.orders LIMIT 10")
-        .await
-        .unwrap();
-    let url = url::Url::from_directory_path(dir.path().join("buckets/sales/orders")).unwrap();
-    deltalake::DeltaTable::try_from_url(url)
-        .await
-        .unwrap()
-        .write(batches)
-        .with_save_mode(deltalake::protocol::SaveMode::Append)
-        .await
-        .unwrap();
+    append_to_orders(&cached, dir.path(), "SELECT order_id + 100000 AS order_id, customer_id, order_ts, status, total_amount, region FROM sales.orders LIMIT 10").await;
     assert_eq!(
         count(cached.clone()).await,
         5000,

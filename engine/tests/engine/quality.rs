@@ -910,21 +910,13 @@ async fn new_data_versions_are_checked_again() {
         )
     );
     // A new Delta commit with an order in an unknown status.
-    let batches = query(
+    super::append_to_orders(
         &engine,
+        dir.path(),
         "SELECT order_id + 100000 AS order_id, customer_id, order_ts, 'lost' AS status, \
          total_amount, region FROM sales.orders LIMIT 1",
     )
-    .await
-    .unwrap();
-    let url = url::Url::from_directory_path(dir.path().join("buckets/sales/orders")).unwrap();
-    deltalake::DeltaTable::try_from_url(url)
-        .await
-        .unwrap()
-        .write(batches)
-        .with_save_mode(deltalake::protocol::SaveMode::Append)
-        .await
-        .unwrap();
+    .await;
     assert_eq!(
         result(engine.clone(), "sales.orders", "status_known").await,
         (

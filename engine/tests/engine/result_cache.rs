@@ -153,20 +153,12 @@ async fn changed_data_is_never_served_from_the_cache() {
     let orders = "SELECT count(*) FROM sales.orders";
     assert_eq!(single_i64(&query(&engine, orders).await.unwrap()), 5000);
     assert_eq!(single_i64(&query(&engine, orders).await.unwrap()), 5000);
-    let batches = query(
+    super::append_to_orders(
         &engine,
+        dir.path(),
         "SELECT order_id + 100000 AS order_id, customer_id, order_ts, status, total_amount, region FROM sales.orders LIMIT 10",
     )
-    .await
-    .unwrap();
-    let url = url::Url::from_directory_path(dir.path().join("buckets/sales/orders")).unwrap();
-    deltalake::DeltaTable::try_from_url(url)
-        .await
-        .unwrap()
-        .write(batches)
-        .with_save_mode(deltalake::protocol::SaveMode::Append)
-        .await
-        .unwrap();
+    .await;
     assert_eq!(single_i64(&query(&engine, orders).await.unwrap()), 5010);
     assert_eq!(
         cache_fields(&engine, dir.path()),
