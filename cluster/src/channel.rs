@@ -2,6 +2,14 @@
 //! carrying the cluster secret, with connect timeouts and HTTP/2 keep-alive so that a worker
 //! that stops answering is noticed within a bounded time.
 //!
+//! A channel that failed is replaced, not reused. tonic's lazily reconnecting channel keeps the
+//! error of a failed connection attempt and hands it to the *next* request, however much later
+//! that comes: when the request that caused the attempt was cancelled (a query failing because a
+//! worker died cancels its other requests), the refusal stays in the channel and fails the first
+//! query sent after the worker is back. So a channel whose request failed at the transport level,
+//! or was dropped before its response arrived, is marked broken, and the next request gets a new
+//! channel. This holds on the coordinator and on workers (which call each other).
+//!
 //! Every worker call goes through [`MeshChannel`], which records the worker in the query's
 //! [`WorkersUsed`] (for the audit record) and counts plan fragments, rows, bytes and errors per
 //! worker (`metrics` facade, label `worker`). Which worker a failure is due to is decided by the
@@ -9,7 +17,9 @@
 //! reset because another worker froze reports a transport-looking error too.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -55,7 +65,13 @@ impl LinkSettings {
 #[derive(Clone)]
 pub(crate) struct MeshChannels {
     settings: LinkSettings,
-    channels: Arc<Mutex<HashMap<Url, BoxCloneSyncChannel>>>,
+    channels: Arc<Mutex<HashMap<Url, Cached>>>,
+}
+
+/// A cached channel and whether it failed (see the module documentation).
+struct Cached {
+    channel: BoxCloneSyncChannel,
+    broken: Arc<AtomicBool>,
 }
 
 impl MeshChannels {
@@ -70,7 +86,9 @@ impl MeshChannels {
     fn channel(&self, url: &Url) -> Result<BoxCloneSyncChannel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(url) {
-            return Ok(c.clone());
+            if !c.broken.load(Ordering::Acquire) {
+                return Ok(c.channel.clone());
+            }
         }
         let endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| {
@@ -91,8 +109,18 @@ impl MeshChannels {
                 request
             })
             .service(channel);
-        let boxed = BoxCloneSyncChannel::new(authed);
-        channels.insert(url.clone(), boxed.clone());
+        let broken = Arc::new(AtomicBool::new(false));
+        let boxed = BoxCloneSyncChannel::new(Watched {
+            inner: authed,
+            broken: Arc::clone(&broken),
+        });
+        channels.insert(
+            url.clone(),
+            Cached {
+                channel: boxed.clone(),
+                broken,
+            },
+        );
         Ok(boxed)
     }
 
@@ -109,6 +137,56 @@ impl MeshChannels {
 impl ChannelResolver for MeshChannels {
     async fn get_worker_client_for_url(&self, url: &Url) -> Result<Box<dyn WorkerChannel>> {
         Ok(Box::new(self.client(url)?))
+    }
+}
+
+/// A channel that marks itself broken when a request fails at the transport level or is
+/// dropped before its response arrives (see the module documentation).
+#[derive(Clone)]
+struct Watched<S> {
+    inner: S,
+    broken: Arc<AtomicBool>,
+}
+
+/// Marks the channel broken when dropped armed: the request did not end with a response.
+struct Unanswered(Option<Arc<AtomicBool>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(broken) = self.0.take() {
+            broken.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Watched<S>
+where
+    S: tower::Service<http::Request<B>, Error = tonic::transport::Error>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, std::result::Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        let ready = self.inner.poll_ready(cx);
+        if let Poll::Ready(Err(_)) = &ready {
+            self.broken.store(true, Ordering::Release);
+        }
+        ready
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = self.inner.call(request);
+        let mut guard = Unanswered(Some(Arc::clone(&self.broken)));
+        Box::pin(async move {
+            let r = response.await;
+            if r.is_ok() {
+                guard.0.take();
+            }
+            r
+        })
     }
 }
 
@@ -270,6 +348,120 @@ impl std::fmt::Debug for MeshChannels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn channels() -> MeshChannels {
+        MeshChannels::new(LinkSettings {
+            secret: ClusterSecret::new("a-test-secret-of-enough-length").unwrap(),
+            connect_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(10),
+        })
+    }
+
+    fn url(addr: std::net::SocketAddr) -> Url {
+        Url::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    /// Whether the channel cached for `url` is marked broken (`None`: none is cached).
+    fn broken(channels: &MeshChannels, url: &Url) -> Option<bool> {
+        let map = channels.channels.lock().unwrap();
+        map.get(url).map(|c| c.broken.load(Ordering::Acquire))
+    }
+
+    /// A worker (datafusion-distributed's service, no secret check) on 127.0.0.1, port 0.
+    async fn worker() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(datafusion_distributed::Worker::default().into_worker_server())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_channel_that_failed_is_replaced_and_one_that_answers_is_kept() {
+        let channels = channels();
+
+        // Nothing listens: the request fails at the transport level, the channel is broken.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nowhere = url(closed.local_addr().unwrap());
+        drop(closed);
+        assert!(channels.client(&nowhere).unwrap().ping().await.is_err());
+        assert_eq!(broken(&channels, &nowhere), Some(true));
+        // The next client gets a new channel (not the one holding the failure).
+        let _ = channels.client(&nowhere).unwrap();
+        assert_eq!(broken(&channels, &nowhere), Some(false));
+
+        // A request given up before its answer (as a failing query cancels its others) breaks
+        // the channel too: here the peer accepts and never speaks.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hole = url(silent.local_addr().unwrap());
+        let mut client = channels.client(&hole).unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), client.ping()).await;
+        assert!(gave_up.is_err(), "the silent peer answered: {gave_up:?}");
+        assert_eq!(broken(&channels, &hole), Some(true));
+
+        // A worker that answers keeps its channel, across requests.
+        let up = url(worker().await);
+        for _ in 0..3 {
+            channels.client(&up).unwrap().ping().await.unwrap();
+        }
+        assert_eq!(broken(&channels, &up), Some(false));
+        drop(silent);
+    }
+
+    #[tokio::test]
+    async fn a_worker_back_at_its_address_answers_the_next_request() {
+        // The worker's address does not answer (a listener whose queue is full drops new
+        // connections), and a request is given up while the channel is connecting, as a query
+        // failing on a dead worker cancels its other requests. tonic keeps the failure of that
+        // connection attempt and would hand it to the next request on the channel, however
+        // much later: the first query after the worker is back would fail.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let full = socket.listen(0).unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..4 {
+            let s = tokio::time::timeout(
+                Duration::from_millis(100),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await;
+            if let Ok(Ok(s)) = s {
+                queued.push(s);
+            }
+        }
+        let channels = MeshChannels::new(LinkSettings {
+            secret: ClusterSecret::new("a-test-secret-of-enough-length").unwrap(),
+            connect_timeout: Duration::from_millis(300),
+            keepalive_interval: Duration::from_secs(10),
+        });
+        let target = url(addr);
+        let mut client = channels.client(&target).unwrap();
+        let given_up = tokio::time::timeout(Duration::from_millis(100), client.ping()).await;
+        assert!(
+            given_up.is_err(),
+            "the full listener answered: {given_up:?}"
+        );
+        // The abandoned connection attempt times out.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        // The worker comes back at the same address.
+        drop((full, queued));
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(addr).unwrap();
+        let listener = socket.listen(128).unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(datafusion_distributed::Worker::default().into_worker_server())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        channels.client(&target).unwrap().ping().await.unwrap();
+    }
 
     fn external(status: tonic::Status) -> DataFusionError {
         DataFusionError::External(Box::new(status))

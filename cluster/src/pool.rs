@@ -14,7 +14,7 @@ use datafusion_distributed::WorkerResolver;
 use meshql_engine::{EngineError, WorkersUsed};
 use url::Url;
 
-use crate::channel::{worker_label, MeshChannels};
+use crate::channel::{link_failure, worker_label, MeshChannels};
 use crate::telemetry::{WORKER_ERRORS, WORKER_LABEL, WORKER_UP};
 
 #[derive(Debug)]
@@ -182,7 +182,15 @@ impl WorkerPool {
         }
         match failed {
             Some((worker, why)) => unavailable(worker, format!("{why} (while running: {e})")),
-            None => e,
+            // Every worker answers, yet a link failed (a stale connection to a worker that
+            // restarted, a reset stream between two workers): say so, as a retryable error,
+            // rather than as an error of the query.
+            None => match link_failure(&e) {
+                Some(message) => {
+                    DataFusionError::External(Box::new(EngineError::ClusterLink { message }))
+                }
+                None => e,
+            },
         }
     }
 }

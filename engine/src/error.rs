@@ -99,6 +99,11 @@ pub enum EngineError {
     /// A cluster worker running part of the query could not be reached or went away.
     #[error("cluster worker {worker} is unavailable: {message}")]
     WorkerUnavailable { worker: String, message: String },
+    /// A connection inside the cluster failed while every worker still answers a health check:
+    /// a transient link failure (e.g. a connection to a worker that has just restarted), worth
+    /// retrying.
+    #[error("a connection inside the cluster failed: {message} (every worker answers a health check; running the query again should succeed)")]
+    ClusterLink { message: String },
     /// The query was cancelled before it finished.
     #[error("the query was cancelled")]
     Cancelled,
@@ -291,6 +296,9 @@ impl EngineError {
                 worker: worker.clone(),
                 message: message.clone(),
             },
+            EngineError::ClusterLink { message } => EngineError::ClusterLink {
+                message: message.clone(),
+            },
             EngineError::ProductStale {
                 product,
                 sla,
@@ -344,6 +352,7 @@ impl EngineError {
             | EngineError::ProductUnavailable { .. }
             | EngineError::ContractViolation { .. }
             | EngineError::WorkerUnavailable { .. }
+            | EngineError::ClusterLink { .. }
             | EngineError::ProductStale { .. }
             | EngineError::Storage { .. }
             | EngineError::ResourcesExhausted { .. }

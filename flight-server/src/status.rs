@@ -10,6 +10,7 @@
 //! | `ProductUnavailable`  | UNAVAILABLE         | a product's storage failed                  |
 //! | `Storage`             | UNAVAILABLE         | other storage or I/O (spill files)          |
 //! | `WorkerUnavailable`   | UNAVAILABLE         | a cluster worker failed or went away        |
+//! | `ClusterLink`         | UNAVAILABLE         | a link inside the cluster failed; retry     |
 //! | `ContractViolation`   | FAILED_PRECONDITION | the data breaks its contract                |
 //! | `ProductStale`        | FAILED_PRECONDITION | data older than a `refuse` freshness SLA    |
 //! | `ResourcesExhausted`  | RESOURCE_EXHAUSTED  | memory, queue or time limit                 |
@@ -35,6 +36,7 @@ pub(crate) fn code(e: &EngineError) -> Code {
         EngineError::ProductUnavailable { .. } => Code::Unavailable,
         EngineError::Storage { .. } => Code::Unavailable,
         EngineError::WorkerUnavailable { .. } => Code::Unavailable,
+        EngineError::ClusterLink { .. } => Code::Unavailable,
         EngineError::ContractViolation { .. } => Code::FailedPrecondition,
         EngineError::ProductStale { .. } => Code::FailedPrecondition,
         EngineError::ResourcesExhausted { .. } => Code::ResourceExhausted,
@@ -155,6 +157,9 @@ mod tests {
         worker_unavailable_is_unavailable: EngineError::WorkerUnavailable {
             worker: "http://10.0.0.5:50052".into(),
             message: "connection refused".into(),
+        } => Code::Unavailable;
+        cluster_link_is_unavailable: EngineError::ClusterLink {
+            message: "tcp connect error".into(),
         } => Code::Unavailable;
         contract_violation_is_failed_precondition: EngineError::ContractViolation {
             product: "a.b".into(),

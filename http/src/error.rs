@@ -71,6 +71,7 @@ pub fn engine_code(e: &EngineError) -> Code {
         EngineError::LimitExceeded { .. } => Code::InvalidArgument,
         EngineError::Storage { .. } => Code::Unavailable,
         EngineError::WorkerUnavailable { .. } => Code::Unavailable,
+        EngineError::ClusterLink { .. } => Code::Unavailable,
         EngineError::ResourcesExhausted { .. } => Code::ResourceExhausted,
         EngineError::Cancelled => Code::Cancelled,
         EngineError::Internal(_) => Code::Internal,
@@ -221,6 +222,13 @@ mod tests {
             (
                 EngineError::WorkerUnavailable {
                     worker: "w".into(),
+                    message: "m".into(),
+                },
+                "UNAVAILABLE",
+                503,
+            ),
+            (
+                EngineError::ClusterLink {
                     message: "m".into(),
                 },
                 "UNAVAILABLE",
