@@ -2,11 +2,14 @@
 //!
 //! It wraps the product's already-optimized inner plan (scan → row filter → masks) as a leaf:
 //! optimizer rules outside cannot push user predicates into it, so a user expression never sees
-//! a row a policy hides; statistics are unknown, so answers such as
-//! `count(*)` cannot come from file metadata; and EXPLAIN shows only the product's name, never
-//! the policy predicates or mask expressions inside. Of the inner plan's properties only its
-//! partitioning and output ordering cross the barrier: the constants and equivalences a policy
-//! creates (a row filter's `region = 'EU'`, a mask's literal) stay inside.
+//! a row a policy hides; of the statistics only the *estimated* row count and size of what the
+//! product reads before its row filter cross it (marked inexact, and no column statistics), so
+//! that join planning picks sensible build sides while answers such as `count(*)` or `min(x)`
+//! can never come from file metadata; and EXPLAIN
+//! shows only the product's name, never the policy predicates or mask expressions inside. Of the
+//! inner plan's properties only its partitioning and output ordering cross the barrier: the
+//! constants and equivalences a policy creates (a row filter's `region = 'EU'`, a mask's
+//! literal) stay inside.
 //!
 //! One kind of filter does cross it: the *runtime filters* a hash join builds from its other
 //! side (`DynamicFilterPhysicalExpr`: bounds and a hash-set probe of the join keys, no user
@@ -22,6 +25,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
@@ -36,6 +40,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
 };
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 
 /// The barrier around one product read under policies (shown as `MeshqlPolicyExec`).
@@ -152,8 +157,16 @@ impl ExecutionPlan for PolicyExec {
         self.inner.execute(partition, context)
     }
 
-    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
-        Ok(Arc::new(Statistics::new_unknown(&self.schema())))
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        // A leaf to the planner: the inner plan's statistics are computed here, in their own
+        // context, and only what `policed_statistics` lets through leaves. The size is the
+        // one read *before* the row filter (see `unfiltered`).
+        let inner = StatisticsContext::new().compute(unfiltered(&self.inner).as_ref(), args)?;
+        policed_statistics(&inner, &self.schema())
     }
 
     fn handle_child_pushdown_result(
@@ -192,5 +205,118 @@ impl ExecutionPlan for PolicyExec {
             properties: Arc::clone(&self.properties),
             clear: self.clear.clone(),
         })))
+    }
+}
+
+/// The part of a secured plan under its row filter (the input of its first `FilterExec`), or
+/// the plan itself when it has none. The barrier estimates its size from there, as if the
+/// policy passed every row: DataFusion cannot know a policy's selectivity (it would guess a
+/// fixed fraction, or derive one from the hidden rows' statistics), so the plan's shape then
+/// depends on the product's size alone, the same for every principal, and never on how many
+/// rows a policy hides. Masks and projections do not change the number of rows.
+fn unfiltered(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    let mut node = Arc::clone(plan);
+    loop {
+        let children = node.children();
+        let any: &dyn std::any::Any = node.as_ref();
+        if any.is::<FilterExec>() {
+            if let [input] = children.as_slice() {
+                return Arc::clone(input);
+            }
+        }
+        match children.as_slice() {
+            [only] => {
+                let next = Arc::clone(only);
+                node = next;
+            }
+            _ => return Arc::clone(plan),
+        }
+    }
+}
+
+/// What a policy barrier tells the planner of `inner`'s statistics: the estimated row count and
+/// size, always inexact (an exact count would let an aggregate answer from metadata, which
+/// knows nothing of the row filter), and nothing about columns (a masked column's bounds are
+/// real values; a row filter's are the hidden rows' too).
+fn policed_statistics(inner: &Statistics, schema: &SchemaRef) -> Result<Arc<Statistics>> {
+    let mut stats = Statistics::new_unknown(schema);
+    stats.num_rows = inner.num_rows.to_inexact();
+    stats.total_byte_size = inner.total_byte_size.to_inexact();
+    Ok(Arc::new(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::stats::Precision;
+    use datafusion::common::{ColumnStatistics, ScalarValue};
+
+    #[test]
+    fn only_inexact_sizes_cross_the_barrier() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "salary",
+            DataType::Int64,
+            true,
+        )]));
+        let inner = Statistics {
+            num_rows: Precision::Exact(1000),
+            total_byte_size: Precision::Exact(8000),
+            column_statistics: vec![ColumnStatistics {
+                null_count: Precision::Exact(3),
+                max_value: Precision::Exact(ScalarValue::Int64(Some(250_000))),
+                min_value: Precision::Exact(ScalarValue::Int64(Some(12_000))),
+                sum_value: Precision::Exact(ScalarValue::Int64(Some(9_000_000))),
+                distinct_count: Precision::Exact(900),
+                byte_size: Precision::Exact(8000),
+            }],
+        };
+        let seen = policed_statistics(&inner, &schema).unwrap();
+        assert_eq!(seen.num_rows, Precision::Inexact(1000));
+        assert_eq!(seen.total_byte_size, Precision::Inexact(8000));
+        assert_eq!(
+            seen.column_statistics,
+            vec![ColumnStatistics::new_unknown()]
+        );
+        // Unknown stays unknown.
+        let unknown = policed_statistics(&Statistics::new_unknown(&schema), &schema).unwrap();
+        assert_eq!(unknown.num_rows, Precision::Absent);
+    }
+
+    #[test]
+    fn the_size_is_the_one_under_the_row_filter() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{binary, col, lit};
+
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+        )
+        .unwrap();
+        let source =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], Arc::clone(&schema), None).unwrap();
+        // A row filter keeping 1% of the rows.
+        let predicate = binary(
+            col("x", &schema).unwrap(),
+            Operator::Lt,
+            lit(10i64),
+            &schema,
+        )
+        .unwrap();
+        let filtered: Arc<dyn ExecutionPlan> =
+            Arc::new(FilterExec::try_new(predicate, source).unwrap());
+        let barrier = PolicyExec::new("a.b".into(), filtered);
+        let seen = StatisticsContext::new()
+            .compute(&barrier, &StatisticsArgs::default())
+            .unwrap();
+        assert_eq!(seen.num_rows, Precision::Inexact(1000));
+        assert_eq!(
+            seen.column_statistics,
+            vec![ColumnStatistics::new_unknown()]
+        );
     }
 }

@@ -121,7 +121,7 @@ pub(crate) async fn resolve_product(
             None,
         ),
         Format::Delta => {
-            let (p, v) = resolve_delta(runtime, &url, as_of, cache)
+            let (p, v) = resolve_delta(runtime, config, &url, as_of, cache)
                 .await
                 .map_err(unavailable)?;
             (p, v)
@@ -182,7 +182,7 @@ pub(crate) async fn check_product(
     let url = product_url(domain, product).map_err(|e| vec![e.to_string()])?;
     let raw = match product.manifest.format {
         Format::Parquet => resolve_parquet(runtime, config, &url).await,
-        Format::Delta => resolve_delta(runtime, &url, None, None)
+        Format::Delta => resolve_delta(runtime, config, &url, None, None)
             .await
             .map(|(p, _)| p),
     }
@@ -294,6 +294,7 @@ pub(crate) async fn open_delta(
 
 async fn resolve_delta(
     runtime: &Arc<RuntimeEnv>,
+    config: &SessionConfig,
     url: &Url,
     as_of: Option<&AsOf>,
     cache: Option<&DeltaCache>,
@@ -310,8 +311,17 @@ async fn resolve_delta(
         runtime.register_object_store(store_url.as_ref(), log_store.root_object_store(None));
     }
     let version = table.version().and_then(|v| i64::try_from(v).ok());
+    // The scan follows the engine's Parquet settings, as a Parquet product's does: without a
+    // session, deltalake evaluates every pushed filter while decoding (`pushdown_filters`),
+    // which costs scan-and-filter queries (see `row_filters`); with it, filters prune by
+    // statistics and run above the scan, and only runtime join filters filter while decoding.
+    let state = SessionStateBuilder::new()
+        .with_config(config.clone())
+        .with_runtime_env(Arc::clone(runtime))
+        .build();
     let provider = table
         .table_provider()
+        .with_session(Arc::new(state))
         .await
         .map_err(|e| ReadFailure::new(format!("cannot read the Delta table: {e}"), e))?;
     Ok((provider, version))

@@ -258,6 +258,15 @@ async fn only_scans_with_a_runtime_filter_filter_rows_while_decoding() {
     assert!(analyzed.contains("FilterExec"), "{analyzed}");
     let pruned = scan_metric(&analyzed, "order_items", "pushdown_rows_pruned");
     assert!(pruned.unwrap_or(0) == 0, "{analyzed}");
+    // The same for a Delta product (sales.orders): deltalake's own default would filter while
+    // decoding; meshql's scan follows the engine's setting.
+    let on_delta = "SELECT count(*) FROM sales.orders WHERE order_id <= 20";
+    assert_eq!(single_i64(&query(&engine, on_delta).await.unwrap()), 20);
+    let analyzed = explain(format!("EXPLAIN ANALYZE {on_delta}")).await;
+    assert!(analyzed.contains("DeltaScanExec"), "{analyzed}");
+    assert!(analyzed.contains("FilterExec"), "{analyzed}");
+    let pruned = scan_metric(&analyzed, "orders", "pushdown_rows_pruned");
+    assert!(pruned.unwrap_or(0) == 0, "{analyzed}");
 }
 
 /// The inner (secured) plan of the policy barrier for `product` in `plan`, as text.
@@ -297,8 +306,11 @@ async fn runtime_filters_enter_a_policed_scan_only_on_unmasked_columns() {
             session.physical_plan(&planned).await.unwrap()
         }
     };
-    let on_key = "SELECT count(*) FROM sales.orders o JOIN customers.customers c \
-                  ON o.customer_id = c.customer_id WHERE o.order_id <= 20";
+    // The orders side is 20 rows by its statistics (a LIMIT), so the join builds from it and
+    // probes the policed customers scan: that scan is the one that may get a runtime filter.
+    let on_key = "SELECT count(*) FROM (SELECT customer_id FROM sales.orders \
+                  ORDER BY order_id LIMIT 20) o JOIN customers.customers c \
+                  ON o.customer_id = c.customer_id";
     let inner = policed_inner(&plan_of(on_key).await, "customers.customers")
         .expect("a policed customers scan");
     assert!(inner.contains("DynamicFilter"), "{inner}");
@@ -307,8 +319,9 @@ async fn runtime_filters_enter_a_policed_scan_only_on_unmasked_columns() {
     assert_eq!(n, single_i64(&query(&engine, on_key).await.unwrap()));
     assert!(n > 0);
     // A masked join key gets no runtime filter: it would compare real e-mails.
-    let on_masked = "SELECT count(*) FROM sales.orders o JOIN customers.customers c \
-                     ON c.email = o.status WHERE o.order_id <= 20";
+    let on_masked = "SELECT count(*) FROM (SELECT status FROM sales.orders \
+                     ORDER BY order_id LIMIT 20) o JOIN customers.customers c \
+                     ON c.email = o.status";
     let inner = policed_inner(&plan_of(on_masked).await, "customers.customers")
         .expect("a policed customers scan");
     assert!(!inner.contains("DynamicFilter"), "{inner}");
