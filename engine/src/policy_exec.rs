@@ -165,8 +165,18 @@ impl ExecutionPlan for PolicyExec {
         // A leaf to the planner: the inner plan's statistics are computed here, in their own
         // context, and only what `policed_statistics` lets through leaves. The size is the
         // one read *before* the row filter (see `unfiltered`).
-        let inner = StatisticsContext::new().compute(unfiltered(&self.inner).as_ref(), args)?;
-        policed_statistics(&inner, &self.schema())
+        let source = unfiltered(&self.inner);
+        // Per-partition figures only where the partitions are the same ones (a repartition
+        // above the row filter would number them differently): else the whole product's.
+        let same_partitions = source.properties().partitioning.partition_count()
+            == self.properties.partitioning.partition_count();
+        let args =
+            StatisticsArgs::new().with_partition(args.partition().filter(|_| same_partitions));
+        // An estimate is advice: if it cannot be had, the planner goes without it.
+        match StatisticsContext::new().compute(source.as_ref(), &args) {
+            Ok(inner) => policed_statistics(&inner, &self.schema()),
+            Err(_) => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        }
     }
 
     fn handle_child_pushdown_result(
@@ -318,5 +328,25 @@ mod tests {
             seen.column_statistics,
             vec![ColumnStatistics::new_unknown()]
         );
+
+        // Repartitioned above the row filter: a partition of the barrier is not one of the
+        // scan's, so each gets the whole product's estimate (and planning does not fail).
+        let repartitioned: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::repartition::RepartitionExec::try_new(
+                Arc::clone(barrier.inner()),
+                datafusion::physical_plan::Partitioning::RoundRobinBatch(4),
+            )
+            .unwrap(),
+        );
+        let barrier = PolicyExec::new("a.b".into(), repartitioned);
+        for partition in 0..4 {
+            let seen = StatisticsContext::new()
+                .compute(
+                    &barrier,
+                    &StatisticsArgs::new().with_partition(Some(partition)),
+                )
+                .unwrap();
+            assert_eq!(seen.num_rows, Precision::Inexact(1000));
+        }
     }
 }
