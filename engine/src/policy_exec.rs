@@ -13,11 +13,13 @@
 //!
 //! One kind of filter does cross it: the *runtime filters* a hash join builds from its other
 //! side (`DynamicFilterPhysicalExpr`: bounds and a hash-set probe of the join keys, no user
-//! expression), when every column they read is one the policies pass through unmasked. They go
-//! into the inner plan under the policies: the scan uses them to skip files, row groups and pages
-//! by statistics, and they are evaluated on rows only above the policy's row filter, so the
-//! policy still decides first which rows exist. A join key that is masked never gets one (the
-//! filter would compare against the real values, not the masked ones the query joins on).
+//! expression), when every column they read is one the policies pass through unmasked. They are
+//! evaluated on the inner plan's output, above the policy's row filter, so the policy still
+//! decides first which rows exist (they do not reach the Parquet scan below the product's own
+//! plan node). A join key that is masked never gets one (the filter would compare against the
+//! real values, not the masked ones the query joins on). `apply_expressions` shows plan
+//! traversals those filters and nothing else: a hash join fills its runtime filter only when it
+//! finds a consumer on its probe side.
 //!
 //! It is public so that distributed execution (the `meshql-cluster` crate) can ship it to a
 //! worker with its inner plan: the barrier and the policies travel together or not at all.
@@ -52,6 +54,10 @@ pub struct PolicyExec {
     /// Output columns (by index) the policies pass through unmasked: runtime filters on these
     /// alone may enter the inner plan.
     clear: Vec<usize>,
+    /// The runtime filters let into the inner plan. They are the only expressions this node
+    /// shows to plan traversals (`apply_expressions`): a hash join fills its runtime filter only
+    /// when it finds a consumer of it on its probe side, and would otherwise leave it empty.
+    runtime: Vec<Arc<dyn PhysicalExpr>>,
 }
 
 impl PolicyExec {
@@ -75,6 +81,7 @@ impl PolicyExec {
             inner,
             properties,
             clear: Vec::new(),
+            runtime: Vec::new(),
         }
     }
 
@@ -137,8 +144,15 @@ impl ExecutionPlan for PolicyExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
+        // Only the runtime filters (built by the engine from a join's other side): never a
+        // policy predicate or a mask.
+        for filter in &self.runtime {
+            if f(filter)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
     }
 
@@ -205,7 +219,7 @@ impl ExecutionPlan for PolicyExec {
         // Above the inner plan (the policies' output has the same columns), then pushed down
         // through the masks and the row filter into the scan by DataFusion's own rule.
         let filtered = Arc::new(FilterExec::try_new(
-            conjunction(runtime),
+            conjunction(runtime.iter().cloned()),
             Arc::clone(&self.inner),
         )?);
         let inner = FilterPushdown::new_post_optimization().optimize(filtered, config)?;
@@ -214,6 +228,7 @@ impl ExecutionPlan for PolicyExec {
             inner,
             properties: Arc::clone(&self.properties),
             clear: self.clear.clone(),
+            runtime: self.runtime.iter().cloned().chain(runtime).collect(),
         })))
     }
 }

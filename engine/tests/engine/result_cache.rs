@@ -311,9 +311,18 @@ async fn runtime_filters_enter_a_policed_scan_only_on_unmasked_columns() {
     let on_key = "SELECT count(*) FROM (SELECT customer_id FROM sales.orders \
                   ORDER BY order_id LIMIT 20) o JOIN customers.customers c \
                   ON o.customer_id = c.customer_id";
-    let inner = policed_inner(&plan_of(on_key).await, "customers.customers")
-        .expect("a policed customers scan");
+    let plan = plan_of(on_key).await;
+    let inner = policed_inner(&plan, "customers.customers").expect("a policed customers scan");
     assert!(inner.contains("DynamicFilter"), "{inner}");
+    // Run, the join fills the filter: it does so only when it finds the filter's consumer on
+    // its probe side, so the barrier must show it that one expression (and nothing else).
+    let ctx = std::sync::Arc::new(datafusion::execution::TaskContext::default());
+    let batches = datafusion::physical_plan::collect(std::sync::Arc::clone(&plan), ctx)
+        .await
+        .unwrap();
+    assert!(single_i64(&batches) > 0);
+    let inner = policed_inner(&plan, "customers.customers").expect("a policed customers scan");
+    assert!(inner.contains("DynamicFilter [ customer_id"), "{inner}");
     // The answer is the unrestricted one (only e-mails are masked for sales_analyst).
     let n = single_i64(&query_as(&engine, "sales_analyst", on_key).await.unwrap());
     assert_eq!(n, single_i64(&query(&engine, on_key).await.unwrap()));
