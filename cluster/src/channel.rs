@@ -350,9 +350,13 @@ mod tests {
     use super::*;
 
     fn channels() -> MeshChannels {
+        channels_with(Duration::from_secs(2))
+    }
+
+    fn channels_with(connect_timeout: Duration) -> MeshChannels {
         MeshChannels::new(LinkSettings {
             secret: ClusterSecret::new("a-test-secret-of-enough-length").unwrap(),
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout,
             keepalive_interval: Duration::from_secs(10),
         })
     }
@@ -367,15 +371,20 @@ mod tests {
         map.get(url).map(|c| c.broken.load(Ordering::Acquire))
     }
 
-    /// A worker (datafusion-distributed's service, no secret check) on 127.0.0.1, port 0.
-    async fn worker() -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// Serves a worker (datafusion-distributed's service, no secret check) on `listener`.
+    fn serve_worker(listener: tokio::net::TcpListener) {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(datafusion_distributed::Worker::default().into_worker_server())
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
         );
+    }
+
+    /// A worker on 127.0.0.1, port 0.
+    async fn worker() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve_worker(listener);
         addr
     }
 
@@ -434,11 +443,7 @@ mod tests {
                 queued.push(s);
             }
         }
-        let channels = MeshChannels::new(LinkSettings {
-            secret: ClusterSecret::new("a-test-secret-of-enough-length").unwrap(),
-            connect_timeout: Duration::from_millis(300),
-            keepalive_interval: Duration::from_secs(10),
-        });
+        let channels = channels_with(Duration::from_millis(300));
         let target = url(addr);
         let mut client = channels.client(&target).unwrap();
         let given_up = tokio::time::timeout(Duration::from_millis(100), client.ping()).await;
@@ -454,12 +459,7 @@ mod tests {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_reuseaddr(true).unwrap();
         socket.bind(addr).unwrap();
-        let listener = socket.listen(128).unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(datafusion_distributed::Worker::default().into_worker_server())
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
+        serve_worker(socket.listen(128).unwrap());
         channels.client(&target).unwrap().ping().await.unwrap();
     }
 

@@ -187,10 +187,12 @@ impl ExecutionPlan for PolicyExec {
         let args =
             StatisticsArgs::new().with_partition(args.partition().filter(|_| same_partitions));
         // An estimate is advice: if it cannot be had, the planner goes without it.
-        match StatisticsContext::new().compute(source.as_ref(), &args) {
-            Ok(inner) => policed_statistics(&inner, &self.schema()),
-            Err(_) => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
-        }
+        Ok(
+            match StatisticsContext::new().compute(source.as_ref(), &args) {
+                Ok(inner) => policed_statistics(&inner, &self.schema()),
+                Err(_) => Arc::new(Statistics::new_unknown(&self.schema())),
+            },
+        )
     }
 
     fn handle_child_pushdown_result(
@@ -216,8 +218,9 @@ impl ExecutionPlan for PolicyExec {
         if runtime.is_empty() {
             return Ok(kept);
         }
-        // Above the inner plan (the policies' output has the same columns), then pushed down
-        // through the masks and the row filter into the scan by DataFusion's own rule.
+        // Above the inner plan (the policies' output has the same columns). DataFusion's own
+        // rule then pushes it as far as it goes; in practice it stays above the product's plan
+        // node, so it is evaluated after the row filter and not inside the Parquet scan.
         let filtered = Arc::new(FilterExec::try_new(
             conjunction(runtime.iter().cloned()),
             Arc::clone(&self.inner),
@@ -242,20 +245,15 @@ impl ExecutionPlan for PolicyExec {
 fn unfiltered(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     let mut node = Arc::clone(plan);
     loop {
-        let children = node.children();
+        let child = match node.children().as_slice() {
+            [only] => Arc::clone(only),
+            _ => return Arc::clone(plan),
+        };
         let any: &dyn std::any::Any = node.as_ref();
         if any.is::<FilterExec>() {
-            if let [input] = children.as_slice() {
-                return Arc::clone(input);
-            }
+            return child;
         }
-        match children.as_slice() {
-            [only] => {
-                let next = Arc::clone(only);
-                node = next;
-            }
-            _ => return Arc::clone(plan),
-        }
+        node = child;
     }
 }
 
@@ -263,11 +261,11 @@ fn unfiltered(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 /// size, always inexact (an exact count would let an aggregate answer from metadata, which
 /// knows nothing of the row filter), and nothing about columns (a masked column's bounds are
 /// real values; a row filter's are the hidden rows' too).
-fn policed_statistics(inner: &Statistics, schema: &SchemaRef) -> Result<Arc<Statistics>> {
+fn policed_statistics(inner: &Statistics, schema: &SchemaRef) -> Arc<Statistics> {
     let mut stats = Statistics::new_unknown(schema);
     stats.num_rows = inner.num_rows.to_inexact();
     stats.total_byte_size = inner.total_byte_size.to_inexact();
-    Ok(Arc::new(stats))
+    Arc::new(stats)
 }
 
 #[cfg(test)]
@@ -296,7 +294,7 @@ mod tests {
                 byte_size: Precision::Exact(8000),
             }],
         };
-        let seen = policed_statistics(&inner, &schema).unwrap();
+        let seen = policed_statistics(&inner, &schema);
         assert_eq!(seen.num_rows, Precision::Inexact(1000));
         assert_eq!(seen.total_byte_size, Precision::Inexact(8000));
         assert_eq!(
@@ -304,7 +302,7 @@ mod tests {
             vec![ColumnStatistics::new_unknown()]
         );
         // Unknown stays unknown.
-        let unknown = policed_statistics(&Statistics::new_unknown(&schema), &schema).unwrap();
+        let unknown = policed_statistics(&Statistics::new_unknown(&schema), &schema);
         assert_eq!(unknown.num_rows, Precision::Absent);
     }
 

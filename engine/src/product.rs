@@ -21,7 +21,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{
     cast, col, Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, TableType,
 };
@@ -196,15 +196,21 @@ pub(crate) async fn check_product(
         })
 }
 
+/// A bare session with the engine's settings and runtime, for building a product's scan (file
+/// format options, Parquet settings, the domain's object stores).
+fn scan_state(runtime: &Arc<RuntimeEnv>, config: &SessionConfig) -> SessionState {
+    SessionStateBuilder::new()
+        .with_config(config.clone())
+        .with_runtime_env(Arc::clone(runtime))
+        .build()
+}
+
 async fn resolve_parquet(
     runtime: &Arc<RuntimeEnv>,
     config: &SessionConfig,
     url: &Url,
 ) -> std::result::Result<Arc<dyn TableProvider>, ReadFailure> {
-    let state = SessionStateBuilder::new()
-        .with_config(config.clone())
-        .with_runtime_env(Arc::clone(runtime))
-        .build();
+    let state = scan_state(runtime, config);
     let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])
         .map_err(|e| ReadFailure::new("invalid bucket URL", e))?;
     let store = runtime
@@ -315,13 +321,9 @@ async fn resolve_delta(
     // session, deltalake evaluates every pushed filter while decoding (`pushdown_filters`),
     // which costs scan-and-filter queries (see `row_filters`); with it, filters prune by
     // statistics and run above the scan, and only runtime join filters filter while decoding.
-    let state = SessionStateBuilder::new()
-        .with_config(config.clone())
-        .with_runtime_env(Arc::clone(runtime))
-        .build();
     let provider = table
         .table_provider()
-        .with_session(Arc::new(state))
+        .with_session(Arc::new(scan_state(runtime, config)))
         .await
         .map_err(|e| ReadFailure::new(format!("cannot read the Delta table: {e}"), e))?;
     Ok((provider, version))
