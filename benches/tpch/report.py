@@ -207,15 +207,29 @@ def write(doc, out: Path, publish: bool = False) -> None:
         shutil.copy(out / "chart.png", PUBLISHED / f"chart-{sf}.png")
         rel = f"benches/tpch/published/chart-{sf}.png"
     (PUBLISHED / f"results-{sf}.json").write_text(json.dumps(doc, indent=2))
-    section = f"{BEGIN}\n{markdown(doc, rel)}{END}"
+    begin, end = markers(doc["scale_factor"])
+    section = f"{begin}\n{markdown(doc, rel)}{end}"
     md = REPO / "BENCHMARKS.md"
     text = md.read_text() if md.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
+    elif END in text:
+        # Another scale factor goes beside the SF1 results, after them.
+        head, rest = text.split(END, 1)
+        text = head + END + "\n\n" + section + rest
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     md.write_text(text)
+
+
+def markers(scale_factor: float) -> tuple[str, str]:
+    """The markers around one scale factor's published results: SF1 keeps the original ones,
+    every other scale factor has its own section, so publishing SF10 leaves SF1 in place."""
+    if scale_factor == 1:
+        return BEGIN, END
+    sf = f"sf{scale_factor:g}"
+    return f"<!-- results:{sf}:begin -->", f"<!-- results:{sf}:end -->"
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ pub(crate) fn product_url(domain: &Domain, product: &Product) -> Result<Url> {
 
 /// A product resolved to its contract plan: the raw scan projected (and cast) onto the contract
 /// columns.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ResolvedProduct {
     pub(crate) plan: LogicalPlan,
     /// The Delta table version read, for Delta products.

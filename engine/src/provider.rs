@@ -11,12 +11,12 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::TableType;
 use datafusion::prelude::SessionConfig;
-use meshql_catalog::{Domain, Mesh, Principal};
+use meshql_catalog::{Domain, Format, Mesh, Principal};
 
 use crate::delta_cache::DeltaCache;
 use crate::freshness::{query_sla, RefusedTable, SlaVerdict};
 use crate::policy::compile;
-use crate::product::{resolve_product, Deprecations, ProductTable, ReadLog};
+use crate::product::{resolve_product, Deprecations, ProductTable, ReadLog, ResolvedProduct};
 use crate::system::SYSTEM_SCHEMA;
 use crate::time_travel::split_versioned;
 
@@ -35,6 +35,8 @@ pub(crate) struct SessionShared {
     pub(crate) state: Arc<SessionState>,
     pub(crate) reads: Arc<ReadLog>,
     pub(crate) delta_cache: Arc<DeltaCache>,
+    /// Parquet products already resolved in this catalog snapshot.
+    pub(crate) resolved: moka::sync::Cache<String, ResolvedProduct>,
     /// Observations of products' storage, for freshness SLAs at query time.
     pub(crate) quality: Arc<crate::quality_store::QualityStore>,
 }
@@ -153,15 +155,28 @@ impl SchemaProvider for DomainSchema {
             return Ok(None);
         };
         let qualified = product.qualified_name();
-        let resolved = resolve_product(
-            &shared.runtime,
-            &shared.config,
-            self.domain(),
-            product,
-            as_of.as_ref(),
-            Some(&shared.delta_cache),
-        )
-        .await?;
+        // A Parquet product resolved by an earlier query of this catalog is reused (Delta
+        // products have their own snapshot cache; time travel reads what it asks for).
+        let reusable = as_of.is_none() && product.manifest.format == Format::Parquet;
+        let kept = reusable.then(|| shared.resolved.get(&qualified)).flatten();
+        let resolved = match kept {
+            Some(resolved) => resolved,
+            None => {
+                let resolved = resolve_product(
+                    &shared.runtime,
+                    &shared.config,
+                    self.domain(),
+                    product,
+                    as_of.as_ref(),
+                    Some(&shared.delta_cache),
+                )
+                .await?;
+                if reusable {
+                    shared.resolved.insert(qualified.clone(), resolved.clone());
+                }
+                resolved
+            }
+        };
         let secured = if access.is_unrestricted(&product.manifest) {
             None
         } else {

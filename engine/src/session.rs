@@ -117,6 +117,8 @@ struct Inner {
     /// The DataFusion state policy expressions are parsed with, made once (it holds no
     /// catalog: see `QuerySession::try_new`).
     policy_state: std::sync::OnceLock<Arc<SessionState>>,
+    /// Statements planned since the engine started (`MeshEngine::statements_planned`).
+    statements_planned: std::sync::atomic::AtomicU64,
     /// Declared last: dropped after everything that may still hold query tasks.
     queries: QueryRuntime,
 }
@@ -247,9 +249,19 @@ impl MeshEngine {
                 session_hook,
                 result_cache,
                 policy_state: std::sync::OnceLock::new(),
+                statements_planned: std::sync::atomic::AtomicU64::new(0),
                 queries,
             }),
         })
+    }
+
+    /// How many SQL statements sessions of this engine have planned (`QuerySession::plan_sql`),
+    /// refused ones included: against the number of queries run, it shows how often a
+    /// transport reused a plan instead of planning again.
+    pub fn statements_planned(&self) -> u64 {
+        self.inner
+            .statements_planned
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The catalog in force now (a later call may return a newer one).
@@ -705,6 +717,7 @@ impl QuerySession {
             state: policy_state,
             reads: Arc::clone(&reads),
             delta_cache: Arc::clone(&engine.inner.delta_cache),
+            resolved: snapshot.resolved.clone(),
             quality: Arc::clone(&engine.inner.quality),
         });
         let ctx = SessionContext::new_with_state(state);
@@ -838,6 +851,10 @@ impl QuerySession {
     /// accepted. A refused statement leaves an audit record.
     pub async fn plan_sql(&self, sql: &str) -> Result<PlannedQuery> {
         let start = Instant::now();
+        self.engine
+            .inner
+            .statements_planned
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limits = &self.engine.inner.limits;
         let planned = match crate::limits::check_sql_size(sql, limits.max_sql_bytes) {
             Err(e) => Err(e),

@@ -9,11 +9,21 @@
 //! lazily) per snapshot and dropped with it, so it can never outlive the catalog it was derived
 //! from. The generation numbers snapshots in the order they came into force (1 is the catalog
 //! the engine started with); caches keyed by it are invalidated by a reload for free.
+//!
+//! Resolved Parquet products are kept here: a product's location kind (file or directory), its
+//! inferred schema and its contract projection are found by the first query that names it and
+//! reused by the next ones for `catalog.refresh_interval` (the files themselves are still listed
+//! by every query, so new files are read at once; see docs/limits.md "Planning caches").
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use meshql_catalog::Mesh;
+
+use crate::product::ResolvedProduct;
+
+/// Resolved Parquet products kept at most, per snapshot.
+const MAX_RESOLVED: u64 = 100_000;
 
 /// One loaded, validated catalog and what the engine derives from it.
 #[derive(Debug)]
@@ -24,15 +34,22 @@ pub struct CatalogSnapshot {
     since: SystemTime,
     /// Replacements that take bucket roots and local paths out of caller-facing texts.
     pub(crate) redaction: Arc<Vec<(String, String)>>,
+    /// Parquet products resolved by earlier queries, by qualified name (no time travel).
+    pub(crate) resolved: moka::sync::Cache<String, ResolvedProduct>,
 }
 
 impl CatalogSnapshot {
     pub(crate) fn new(generation: u64, mesh: Arc<Mesh>, redaction: Vec<(String, String)>) -> Self {
+        let resolved = moka::sync::Cache::builder()
+            .max_capacity(MAX_RESOLVED)
+            .time_to_live(mesh.config.refresh_interval)
+            .build();
         Self {
             generation,
             mesh,
             since: SystemTime::now(),
             redaction: Arc::new(redaction),
+            resolved,
         }
     }
 

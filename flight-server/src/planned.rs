@@ -8,10 +8,17 @@
 //! principal, a ticket presented twice, an entry expired or evicted). Entries are few
 //! ([`MAX_ENTRIES`]) and short-lived ([`TTL`]); a ticket is still only the SQL text, so it stays
 //! valid after its entry is gone.
+//!
+//! Prepared statements use a second store of the same kind, keyed by their handle: the plan
+//! made when the statement is created (or its parameters bound) is taken by the GetFlightInfo
+//! that follows, and the plan GetFlightInfo used is kept for the DoGet after it. ADBC and JDBC
+//! run every query as create, GetFlightInfo, DoGet: planned once instead of three times. Binding
+//! new parameters or closing the statement drops what was kept for it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arrow::datatypes::SchemaRef;
 use meshql_catalog::Principal;
 use meshql_engine::{PlannedQuery, QuerySession};
 
@@ -20,15 +27,20 @@ pub(crate) const MAX_ENTRIES: u64 = 1024;
 /// How long a plan waits for its DoGet.
 pub(crate) const TTL: Duration = Duration::from_secs(60);
 
-/// One statement's session and plan, taken by the first DoGet of its ticket.
-type Slot = Arc<Mutex<Option<(QuerySession, PlannedQuery)>>>;
+/// A statement's session and plan, kept between GetFlightInfo and DoGet.
+pub(crate) type StatementPlan = (QuerySession, PlannedQuery);
+/// A prepared statement's session, result schema and plans (one per bound parameter row).
+pub(crate) type PreparedPlan = (QuerySession, SchemaRef, Vec<PlannedQuery>);
 
-/// The store; one per service.
-pub(crate) struct PlannedTickets {
-    entries: moka::sync::Cache<String, (Principal, Slot)>,
+/// One kept value, taken by the first request that asks for it.
+type Slot<T> = Arc<Mutex<Option<T>>>;
+
+/// The store; one per service and kind.
+pub(crate) struct PlannedTickets<T = StatementPlan> {
+    entries: moka::sync::Cache<String, (Principal, Slot<T>)>,
 }
 
-impl Default for PlannedTickets {
+impl<T: Send + Sync + 'static> Default for PlannedTickets<T> {
     fn default() -> Self {
         Self {
             entries: moka::sync::Cache::builder()
@@ -39,7 +51,7 @@ impl Default for PlannedTickets {
     }
 }
 
-impl std::fmt::Debug for PlannedTickets {
+impl<T> std::fmt::Debug for PlannedTickets<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlannedTickets")
             .field("entries", &self.entries.entry_count())
@@ -47,28 +59,18 @@ impl std::fmt::Debug for PlannedTickets {
     }
 }
 
-impl PlannedTickets {
-    /// Keeps `planned` (made in `session` for `principal`) for the ticket `id`.
-    pub(crate) fn keep(
-        &self,
-        id: &str,
-        principal: Principal,
-        session: QuerySession,
-        planned: PlannedQuery,
-    ) {
+impl<T: Send + Sync + 'static> PlannedTickets<T> {
+    /// Keeps `value` (planned for `principal`) under `id`, replacing what was kept there.
+    pub(crate) fn keep(&self, id: &str, principal: Principal, value: T) {
         self.entries.insert(
             id.to_string(),
-            (principal, Arc::new(Mutex::new(Some((session, planned))))),
+            (principal, Arc::new(Mutex::new(Some(value)))),
         );
     }
 
-    /// The session and plan kept for ticket `id`, when `principal` is the one that planned it;
-    /// each is handed out once.
-    pub(crate) fn take(
-        &self,
-        id: &str,
-        principal: &Principal,
-    ) -> Option<(QuerySession, PlannedQuery)> {
+    /// What was kept under `id`, when `principal` is the one it was planned for; each value is
+    /// handed out once.
+    pub(crate) fn take(&self, id: &str, principal: &Principal) -> Option<T> {
         let (owner, slot) = self.entries.get(id)?;
         if &owner != principal {
             return None;
@@ -76,5 +78,10 @@ impl PlannedTickets {
         self.entries.invalidate(id);
         let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         taken
+    }
+
+    /// Drops what was kept under `id` (a prepared statement rebound or closed).
+    pub(crate) fn forget(&self, id: &str) {
+        self.entries.invalidate(id);
     }
 }

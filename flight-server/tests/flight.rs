@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 /// A meshql server over a fresh demo mesh, bound to 127.0.0.1:0.
 struct TestServer {
     addr: std::net::SocketAddr,
+    engine: MeshEngine,
     service: meshql_flight_server::MeshFlightSqlService,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -72,7 +73,7 @@ impl TestServer {
         let engine = MeshEngine::try_new(Mesh::load(config).unwrap()).unwrap();
         let server_config = engine.mesh().config.server.clone();
         let service =
-            customize(meshql_flight_server::MeshFlightSqlService::try_new(engine).unwrap());
+            customize(meshql_flight_server::MeshFlightSqlService::try_new(engine.clone()).unwrap());
         let listener = meshql_flight_server::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -86,6 +87,7 @@ impl TestServer {
         });
         Self {
             addr,
+            engine,
             service,
             stop: Some(stop),
             handle: Some(handle),
@@ -405,6 +407,92 @@ async fn cancel_flight_info_stops_the_query() {
         result.status,
         arrow_flight::CancelStatus::NotCancellable as i32
     );
+    server.stop().await;
+}
+
+/// ADBC and JDBC run every query as a prepared statement: create, GetFlightInfo, DoGet. Each
+/// step runs the plan the one before made, so an execution is planned once; bound values are
+/// planned when bound. A kept plan runs only for its owner: another user presenting the
+/// statement's ticket is refused and leaves the owner's plan in place.
+#[tokio::test]
+async fn a_prepared_statement_is_planned_once_per_execution() {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    let server = TestServer::start().await;
+    let mut admin = server.login("admin").await;
+    let planned = || server.engine.statements_planned();
+    let text = |batches: &[RecordBatch]| {
+        arrow::util::pretty::pretty_format_batches(batches)
+            .unwrap()
+            .to_string()
+    };
+    let q = "SELECT region, email FROM customers.customers ORDER BY customer_id";
+    let direct = sql(&mut admin, q).await.unwrap();
+
+    let before = planned();
+    let mut stmt = admin.prepare(q.to_string(), None).await.unwrap();
+    let info = stmt.execute().await.unwrap();
+    assert_eq!(text(&fetch(&mut admin, info).await.unwrap()), text(&direct));
+    assert_eq!(
+        planned() - before,
+        1,
+        "create, GetFlightInfo and DoGet plan once"
+    );
+    // Executed again: planned again (the data may have changed), once.
+    let info = stmt.execute().await.unwrap();
+    assert_eq!(planned() - before, 2);
+    // Another user presenting the ticket is refused, and the owner's plan stays in place.
+    for user in ["eu_analyst", "sales_analyst", "guest"] {
+        let mut other = server.login(user).await;
+        let err = fetch(&mut other, info.clone())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prepared statement"), "{user}: {err}");
+    }
+    let mine = fetch(&mut admin, info).await.unwrap();
+    assert_eq!(text(&mine), text(&direct));
+    assert_eq!(planned() - before, 2, "the admin's DoGet ran the kept plan");
+    // The same SQL prepared by another user is planned for them: their masks.
+    let mut eu = server.login("eu_analyst").await;
+    let own = sql(&mut eu, q).await.unwrap();
+    let mut eu_stmt = eu.prepare(q.to_string(), None).await.unwrap();
+    let info = eu_stmt.execute().await.unwrap();
+    let got = fetch(&mut eu, info).await.unwrap();
+    assert_eq!(text(&got), text(&own));
+    assert_ne!(text(&got), text(&direct));
+    stmt.close().await.unwrap();
+    eu_stmt.close().await.unwrap();
+
+    // Parameters: the plan made when values are bound is the one that runs.
+    let mut stmt = admin
+        .prepare(
+            "SELECT order_id FROM sales.orders WHERE order_id = ?".to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("0", DataType::Int64, true)]));
+    for id in [3, 5] {
+        let values = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from(vec![id]))],
+        )
+        .unwrap();
+        stmt.set_parameters(values).unwrap();
+        let before = planned();
+        let info = stmt.execute().await.unwrap();
+        let b = fetch(&mut admin, info).await.unwrap();
+        assert_eq!(b[0].column(0).as_primitive::<Int64Type>().values(), &[id]);
+        assert_eq!(
+            planned() - before,
+            1,
+            "bind, GetFlightInfo and DoGet plan once"
+        );
+    }
+    stmt.close().await.unwrap();
     server.stop().await;
 }
 

@@ -134,3 +134,58 @@ async fn a_policy_that_does_not_type_check_rejects_the_change() {
     assert!(problems[0].field.contains("predicate"), "{problems:?}");
     assert_eq!(engine.catalog_status().generation, 1);
 }
+
+/// A Parquet product resolved by one query (location kind, schema, contract projection) is
+/// reused by the next ones of the same catalog: its files are still listed by every query, so
+/// a new file is read at once, and a reload that moves the product is followed at once.
+#[tokio::test]
+async fn resolved_products_are_reused_but_new_files_and_reloads_are_seen_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    // Resolutions are kept for the refresh interval: an hour, longer than the test.
+    std::fs::write(&config, super::set_refresh_interval(&text, "1h")).unwrap();
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    let items = "SELECT count(*) FROM sales.order_items";
+    let before = single_i64(&super::query(&engine, items).await.unwrap());
+
+    let location = dir.path().join("buckets/sales/order_items");
+    let file = location.join("order_items-000.parquet");
+    let rows_of = |path: &std::path::Path| {
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+                .unwrap();
+        parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .num_rows()
+    };
+    std::fs::copy(&file, location.join("zz-new.parquet")).unwrap();
+    assert_eq!(
+        single_i64(&super::query(&engine, items).await.unwrap()),
+        before + rows_of(&file),
+        "a new file is read by the next query"
+    );
+
+    // The owner moves the product to a location holding one file; a reload follows it.
+    let moved = dir.path().join("buckets/sales/order_items_v2");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::copy(&file, moved.join("only.parquet")).unwrap();
+    let manifest = dir.path().join("catalog/sales/products/order_items.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "location = \"order_items\"",
+            "location = \"order_items_v2\"",
+        ),
+    )
+    .unwrap();
+    engine
+        .install_catalog(Mesh::load(&config).unwrap(), None)
+        .unwrap();
+    assert_eq!(
+        single_i64(&super::query(&engine, items).await.unwrap()),
+        rows_of(&file),
+        "the reloaded catalog's location is read"
+    );
+}

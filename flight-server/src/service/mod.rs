@@ -42,7 +42,7 @@ use meshql_engine::{MeshEngine, QuerySession};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cancel::RunningQueries;
-use crate::planned::PlannedTickets;
+use crate::planned::{PlannedTickets, PreparedPlan};
 use crate::prepared::PreparedStore;
 use crate::session_options::SessionStore;
 use crate::sql_info::{sql_info_data, xdbc_type_info_data};
@@ -64,6 +64,8 @@ pub struct MeshFlightSqlService {
     running: Arc<RunningQueries>,
     /// Plans made by GetFlightInfo, for the DoGet that follows.
     planned: Arc<PlannedTickets>,
+    /// Plans of prepared statements, by handle, for the GetFlightInfo and DoGet that follow.
+    prepared_plans: Arc<PlannedTickets<PreparedPlan>>,
     sql_info: Arc<SqlInfoData>,
     xdbc_info: Arc<XdbcTypeInfoData>,
 }
@@ -116,6 +118,7 @@ impl MeshFlightSqlService {
             sessions: Arc::default(),
             running: Arc::default(),
             planned: Arc::default(),
+            prepared_plans: Arc::default(),
             sql_info: Arc::new(sql_info_data()?),
             xdbc_info: Arc::new(xdbc_type_info_data()?),
         })

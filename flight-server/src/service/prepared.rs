@@ -1,7 +1,8 @@
 //! Prepared statements over Flight SQL: created by an action (planned once to answer the
 //! dataset and parameter schemas), parameters bound by DoPut, executed by GetFlightInfo and
 //! DoGet (once per bound parameter row), closed by an action. Handles are kept in
-//! [`crate::prepared::PreparedStore`], per owning principal.
+//! [`crate::prepared::PreparedStore`], per owning principal. The plan made by one step is kept
+//! for the next ([`crate::planned`]), so that create, GetFlightInfo and DoGet plan once.
 
 use std::sync::Arc;
 
@@ -45,21 +46,24 @@ impl MeshFlightSqlService {
         let default_schema = self.default_schema(&caller);
         let session = self.session_for(caller.principal.clone(), default_schema.as_deref())?;
         let sql = number_placeholders(&query.query);
-        let (dataset_schema, parameter_schema, not_a_query) = match session.plan_sql(&sql).await {
-            Ok(planned) => (
-                Arc::clone(&planned.schema),
-                planned.parameter_schema().map_err(engine_status)?,
-                None,
-            ),
-            // Statements that are not queries get an empty dataset schema, as JDBC expects;
-            // executing them is refused with PERMISSION_DENIED.
-            Err(meshql_engine::EngineError::ReadOnly(msg)) => (
-                Arc::new(Schema::empty()),
-                Arc::new(Schema::empty()),
-                Some(msg),
-            ),
-            Err(e) => return Err(engine_status(e)),
-        };
+        let (dataset_schema, parameter_schema, not_a_query, planned) =
+            match session.plan_sql(&sql).await {
+                Ok(planned) => (
+                    Arc::clone(&planned.schema),
+                    planned.parameter_schema().map_err(engine_status)?,
+                    None,
+                    Some(planned),
+                ),
+                // Statements that are not queries get an empty dataset schema, as JDBC expects;
+                // executing them is refused with PERMISSION_DENIED.
+                Err(meshql_engine::EngineError::ReadOnly(msg)) => (
+                    Arc::new(Schema::empty()),
+                    Arc::new(Schema::empty()),
+                    Some(msg),
+                    None,
+                ),
+                Err(e) => return Err(engine_status(e)),
+            };
         let handle = Bytes::from(uuid::Uuid::new_v4().to_string());
         self.prepared.insert(
             handle.clone(),
@@ -71,6 +75,14 @@ impl MeshFlightSqlService {
                 not_a_query,
             ),
         )?;
+        // A query without parameters runs as planned now, if GetFlightInfo comes soon.
+        if let Some(planned) = planned.filter(|_| parameter_schema.fields().is_empty()) {
+            self.prepared_plans.keep(
+                &plan_key(&caller.principal.user, &handle),
+                caller.principal,
+                (session, Arc::clone(&dataset_schema), vec![planned]),
+            );
+        }
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle,
             dataset_schema: ipc_schema(&dataset_schema)?,
@@ -85,8 +97,10 @@ impl MeshFlightSqlService {
     ) -> Result<(), Status> {
         let principal = caller(&request)?.principal;
         // Closing is idempotent; another user's handle is left alone.
-        self.prepared
-            .close(&query.prepared_statement_handle, &principal.user);
+        let handle = &query.prepared_statement_handle;
+        self.prepared.close(handle, &principal.user);
+        self.prepared_plans
+            .forget(&plan_key(&principal.user, handle));
         Ok(())
     }
 
@@ -99,8 +113,20 @@ impl MeshFlightSqlService {
         let prepared = self
             .prepared
             .get(&cmd.prepared_statement_handle, &principal.user)?;
-        let session = self.session_for(principal, prepared.default_schema.as_deref())?;
-        let (schema, _) = self.plan_prepared(&session, &prepared).await?;
+        // The plan made when the statement was created or bound, else a new one; either is
+        // kept for the DoGet that follows.
+        let key = plan_key(&principal.user, &cmd.prepared_statement_handle);
+        let (session, schema, plans) = match self.prepared_plans.take(&key, &principal) {
+            Some(kept) => kept,
+            None => {
+                let session =
+                    self.session_for(principal.clone(), prepared.default_schema.as_deref())?;
+                let (schema, plans) = self.plan_prepared(&session, &prepared).await?;
+                (session, schema, plans)
+            }
+        };
+        self.prepared_plans
+            .keep(&key, principal, (session, Arc::clone(&schema), plans));
         let ticket = cmd.as_any().encode_to_vec();
         Ok(Response::new(flight_info(
             &schema,
@@ -125,22 +151,32 @@ impl MeshFlightSqlService {
             self.prepared
                 .get(&cmd.prepared_statement_handle, &principal.user)
         })?;
-        let session = observed(&observer, || {
-            self.session_for(principal, prepared.default_schema.as_deref())
-        })?;
-        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&prepared.sql), params = prepared.params.len(), "prepared query");
         let started = std::time::Instant::now();
-        let planned = self
-            .plan_prepared(&session, &prepared)
-            .instrument(observer.plan_span())
-            .await;
-        let (schema, plans) = match planned {
-            Ok(p) => p,
-            Err(status) => {
-                observer.failed(code_name(status.code()));
-                return Err(status);
+        let key = plan_key(&principal.user, &cmd.prepared_statement_handle);
+        let (session, schema, plans) = match self.prepared_plans.take(&key, &principal) {
+            Some(kept) => {
+                // Planned by GetFlightInfo: the plan span is still there, and short.
+                drop(observer.plan_span().entered());
+                kept
+            }
+            None => {
+                let session = observed(&observer, || {
+                    self.session_for(principal, prepared.default_schema.as_deref())
+                })?;
+                let planned = self
+                    .plan_prepared(&session, &prepared)
+                    .instrument(observer.plan_span())
+                    .await;
+                match planned {
+                    Ok((schema, plans)) => (session, schema, plans),
+                    Err(status) => {
+                        observer.failed(code_name(status.code()));
+                        return Err(status);
+                    }
+                }
             }
         };
+        tracing::info!(user = %session.principal().user, sql = %self.engine.sql_for_log(&prepared.sql), params = prepared.params.len(), "prepared query");
         observer.planned(started, &session.reads());
         let key = request.into_inner().ticket;
         Ok(Response::new(
@@ -160,12 +196,20 @@ impl MeshFlightSqlService {
         prepared.params = params.clone();
         // Check the values against the statement now, so a bad binding fails here.
         let session = self.session_for(principal.clone(), prepared.default_schema.as_deref())?;
-        if prepared.not_a_query.is_none() {
-            self.plan_prepared(&session, &prepared).await?;
-        }
+        let key = plan_key(&principal.user, &handle);
+        self.prepared_plans.forget(&key);
+        let planned = match prepared.not_a_query {
+            None => Some(self.plan_prepared(&session, &prepared).await?),
+            Some(_) => None,
+        };
         // State stays under the original handle (flightsql-dbapi keeps using it); the same
         // handle is returned for clients that use the returned one (ADBC, JDBC).
         self.prepared.bind(&handle, &principal.user, params)?;
+        // The plans with these values are the ones the GetFlightInfo that follows runs.
+        if let Some((schema, plans)) = planned {
+            self.prepared_plans
+                .keep(&key, principal, (session, schema, plans));
+        }
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
         })
@@ -245,4 +289,13 @@ async fn parameter_rows(
         }
     }
     Ok(rows)
+}
+
+/// Where a prepared statement's kept plan is found: its owner and handle.
+fn plan_key(user: &str, handle: &[u8]) -> String {
+    let mut key = format!("{user}\0");
+    for b in handle {
+        key.push_str(&format!("{b:02x}"));
+    }
+    key
 }

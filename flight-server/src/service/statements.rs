@@ -45,7 +45,7 @@ impl MeshFlightSqlService {
         let id = uuid::Uuid::new_v4().to_string();
         let schema = Arc::clone(&planned.schema);
         self.planned
-            .keep(&id, session.principal().clone(), session, planned);
+            .keep(&id, session.principal().clone(), (session, planned));
         let handle = StatementTicket {
             sql,
             default_schema,
