@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::scalar::ScalarValue;
 use meshql_catalog::Principal;
 use meshql_engine::{PlannedQuery, QuerySession};
 
@@ -30,7 +31,15 @@ pub(crate) const TTL: Duration = Duration::from_secs(60);
 /// A statement's session and plan, kept between GetFlightInfo and DoGet.
 pub(crate) type StatementPlan = (QuerySession, PlannedQuery);
 /// A prepared statement's session, result schema and plans (one per bound parameter row).
-pub(crate) type PreparedPlan = (QuerySession, SchemaRef, Vec<PlannedQuery>);
+pub(crate) struct PreparedPlan {
+    pub(crate) session: QuerySession,
+    pub(crate) schema: SchemaRef,
+    pub(crate) plans: Vec<PlannedQuery>,
+    /// The parameter values the plans were made with: a kept plan runs only while the
+    /// statement's bound values are still these (a rebinding racing an execution never runs
+    /// the other values' plan).
+    pub(crate) params: Vec<Vec<ScalarValue>>,
+}
 
 /// One kept value, taken by the first request that asks for it.
 type Slot<T> = Arc<Mutex<Option<T>>>;

@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use super::results::{flight_info, ipc_schema, observed};
 use super::{caller, DoGetStream, MeshFlightSqlService};
+use crate::planned::PreparedPlan;
 use crate::prepared::{number_placeholders, row_values, Prepared, MAX_PARAMETER_ROWS};
 use crate::status::{code_name, engine_status};
 
@@ -80,7 +81,12 @@ impl MeshFlightSqlService {
             self.prepared_plans.keep(
                 &plan_key(&caller.principal.user, &handle),
                 caller.principal,
-                (session, Arc::clone(&dataset_schema), vec![planned]),
+                PreparedPlan {
+                    session,
+                    schema: Arc::clone(&dataset_schema),
+                    plans: vec![planned],
+                    params: Vec::new(),
+                },
             );
         }
         Ok(ActionCreatePreparedStatementResult {
@@ -116,17 +122,22 @@ impl MeshFlightSqlService {
         // The plan made when the statement was created or bound, else a new one; either is
         // kept for the DoGet that follows.
         let key = plan_key(&principal.user, &cmd.prepared_statement_handle);
-        let (session, schema, plans) = match self.prepared_plans.take(&key, &principal) {
+        let kept = match self.kept_plan(&key, &principal, &prepared) {
             Some(kept) => kept,
             None => {
                 let session =
                     self.session_for(principal.clone(), prepared.default_schema.as_deref())?;
                 let (schema, plans) = self.plan_prepared(&session, &prepared).await?;
-                (session, schema, plans)
+                PreparedPlan {
+                    session,
+                    schema,
+                    plans,
+                    params: prepared.params.clone(),
+                }
             }
         };
-        self.prepared_plans
-            .keep(&key, principal, (session, Arc::clone(&schema), plans));
+        let schema = Arc::clone(&kept.schema);
+        self.prepared_plans.keep(&key, principal, kept);
         let ticket = cmd.as_any().encode_to_vec();
         Ok(Response::new(flight_info(
             &schema,
@@ -153,11 +164,11 @@ impl MeshFlightSqlService {
         })?;
         let started = std::time::Instant::now();
         let key = plan_key(&principal.user, &cmd.prepared_statement_handle);
-        let (session, schema, plans) = match self.prepared_plans.take(&key, &principal) {
+        let (session, schema, plans) = match self.kept_plan(&key, &principal, &prepared) {
             Some(kept) => {
                 // Planned by GetFlightInfo: the plan span is still there, and short.
                 drop(observer.plan_span().entered());
-                kept
+                (kept.session, kept.schema, kept.plans)
             }
             None => {
                 let session = observed(&observer, || {
@@ -207,8 +218,14 @@ impl MeshFlightSqlService {
         self.prepared.bind(&handle, &principal.user, params)?;
         // The plans with these values are the ones the GetFlightInfo that follows runs.
         if let Some((schema, plans)) = planned {
-            self.prepared_plans
-                .keep(&key, principal, (session, schema, plans));
+            let params = prepared.params;
+            let kept = PreparedPlan {
+                session,
+                schema,
+                plans,
+                params,
+            };
+            self.prepared_plans.keep(&key, principal, kept);
         }
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
@@ -228,6 +245,19 @@ impl MeshFlightSqlService {
             Some(msg) => Err(Status::permission_denied(msg)),
             None => Err(Status::invalid_argument(READ_ONLY_QUERY_UPDATE)),
         }
+    }
+
+    /// The plan kept for `prepared` under `key`, when it was made for `principal` with the
+    /// values bound now.
+    fn kept_plan(
+        &self,
+        key: &str,
+        principal: &meshql_catalog::Principal,
+        prepared: &Prepared,
+    ) -> Option<PreparedPlan> {
+        self.prepared_plans
+            .take(key, principal)
+            .filter(|kept| kept.params == prepared.params)
     }
 
     /// Plans a prepared statement with its bound parameters: one plan per parameter row (or
