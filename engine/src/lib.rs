@@ -10,6 +10,7 @@ mod buckets;
 mod catalog_status;
 mod contract;
 mod delta_cache;
+mod delta_stats;
 pub mod demo;
 mod error;
 mod executor;

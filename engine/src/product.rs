@@ -33,6 +33,7 @@ use url::Url;
 
 use crate::contract::bind_columns;
 use crate::delta_cache::DeltaCache;
+use crate::delta_stats::LogStatistics;
 use crate::error::{BoxError, EngineError, Result};
 use crate::limit_barrier::protect_limits;
 use crate::policy::SecuredView;
@@ -92,6 +93,8 @@ pub(crate) struct ResolvedProduct {
     pub(crate) plan: LogicalPlan,
     /// The Delta table version read, for Delta products.
     pub(crate) delta_version: Option<i64>,
+    /// Column statistics from the Delta log (None for Parquet: its scan has its own).
+    pub(crate) log_statistics: Option<LogStatistics>,
 }
 
 /// Resolves a product into its contract plan.
@@ -112,19 +115,19 @@ pub(crate) async fn resolve_product(
             product.manifest.format.as_str()
         )));
     }
-    let (raw, delta_version): (Arc<dyn TableProvider>, Option<i64>) = match product.manifest.format
-    {
+    let (raw, delta_version, log_statistics) = match product.manifest.format {
         Format::Parquet => (
             resolve_parquet(runtime, config, &url)
                 .await
                 .map_err(unavailable)?,
             None,
+            None,
         ),
         Format::Delta => {
-            let (p, v) = resolve_delta(runtime, config, &url, as_of, cache)
+            let (p, v, s) = resolve_delta(runtime, config, &url, as_of, cache)
                 .await
                 .map_err(unavailable)?;
-            (p, v)
+            (p, v, Some(s))
         }
     };
     let bindings = bind_columns(&product.manifest, raw.schema().as_ref()).map_err(|errors| {
@@ -168,6 +171,7 @@ pub(crate) async fn resolve_product(
     Ok(ResolvedProduct {
         plan,
         delta_version,
+        log_statistics,
     })
 }
 
@@ -184,7 +188,7 @@ pub(crate) async fn check_product(
         Format::Parquet => resolve_parquet(runtime, config, &url).await,
         Format::Delta => resolve_delta(runtime, config, &url, None, None)
             .await
-            .map(|(p, _)| p),
+            .map(|(p, _, _)| p),
     }
     .map_err(|m| vec![format!("data unavailable: {m}")])?;
     bind_columns(&product.manifest, raw.schema().as_ref())
@@ -304,7 +308,7 @@ async fn resolve_delta(
     url: &Url,
     as_of: Option<&AsOf>,
     cache: Option<&DeltaCache>,
-) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>), ReadFailure> {
+) -> std::result::Result<(Arc<dyn TableProvider>, Option<i64>, LogStatistics), ReadFailure> {
     let table = match (as_of, cache) {
         (None, Some(cache)) => cache.latest(runtime, url).await?,
         _ => open_delta(runtime, url, as_of).await?,
@@ -326,7 +330,8 @@ async fn resolve_delta(
         .with_session(Arc::new(scan_state(runtime, config)))
         .await
         .map_err(|e| ReadFailure::new(format!("cannot read the Delta table: {e}"), e))?;
-    Ok((provider, version))
+    let statistics = crate::delta_stats::log_statistics(&table, provider.schema().as_ref());
+    Ok((provider, version, statistics))
 }
 
 fn describe(e: &datafusion::error::DataFusionError) -> String {
@@ -356,6 +361,8 @@ pub(crate) struct ProductTable {
     delta_version: Option<i64>,
     /// False when the owner opted the product out of the result cache.
     result_cache: bool,
+    /// Column statistics from the Delta log, reported by the product's scan.
+    log_statistics: Option<LogStatistics>,
 }
 
 /// What of a product is deprecated, as audit records name it.
@@ -412,6 +419,12 @@ impl ProductTable {
     ) -> Self {
         self.delta_version = delta_version;
         self.result_cache = result_cache;
+        self
+    }
+
+    /// Column statistics from the Delta log for the planner (see `delta_stats`).
+    pub(crate) fn with_log_statistics(mut self, statistics: Option<LogStatistics>) -> Self {
+        self.log_statistics = statistics;
         self
     }
 
@@ -490,6 +503,7 @@ impl ProductTable {
             deprecations: Deprecations::default(),
             delta_version: None,
             result_cache: true,
+            log_statistics: None,
         })
     }
 }
@@ -566,7 +580,8 @@ impl TableProvider for ProductTable {
                     .map_err(|e| attach_product(&self.product, e))?;
                 Ok(Arc::new(
                     ProductScanExec::new(self.product.clone(), protect_limits(physical)?)
-                        .with_source(logical),
+                        .with_source(logical)
+                        .with_column_statistics(self.log_statistics.clone()),
                 ))
             }
             Some(view) => {

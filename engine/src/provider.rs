@@ -217,7 +217,8 @@ impl SchemaProvider for DomainSchema {
             Some(Arc::clone(&shared.reads)),
         )?
         .with_deprecations(Deprecations::of(&product.manifest))
-        .with_cache_facts(resolved.delta_version, product.manifest.result_cache);
+        .with_cache_facts(resolved.delta_version, product.manifest.result_cache)
+        .with_log_statistics(resolved.log_statistics);
         match sla {
             SlaVerdict::Refused(breach) => Ok(Some(Arc::new(RefusedTable::new(
                 Arc::new(table),

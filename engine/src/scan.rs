@@ -6,11 +6,15 @@
 //! unreachable bucket, a refused request) becomes [`EngineError::ProductUnavailable`] naming
 //! this product, with the original error as its source. Errors that are not about storage
 //! (a failed cast, a division by zero in a pushed-down predicate) pass through unchanged.
+//!
+//! For a Delta product it also fills in the column statistics its scan leaves unknown, from the
+//! Delta log ([`crate::delta_stats`]): inexact bounds that let the planner size joins.
 
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::Statistics;
 use datafusion::error::{DataFusionError, Result};
@@ -26,6 +30,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::delta_stats::LogStatistics;
 use crate::error::{is_storage_error, strip_prefix, EngineError};
 
 /// Turns a storage error into "product X is unavailable"; anything else is returned as is.
@@ -59,6 +64,8 @@ pub struct ProductScanExec {
     product: String,
     input: Arc<dyn ExecutionPlan>,
     source: Option<Arc<LogicalPlan>>,
+    /// Column statistics from the Delta log, by column name, for columns the scan reports none.
+    log_statistics: Option<LogStatistics>,
 }
 
 impl ProductScanExec {
@@ -68,7 +75,15 @@ impl ProductScanExec {
             product,
             input,
             source: None,
+            log_statistics: None,
         }
+    }
+
+    /// Column statistics (from a Delta log) to report for columns whose statistics the scan
+    /// leaves unknown.
+    pub(crate) fn with_column_statistics(mut self, statistics: Option<LogStatistics>) -> Self {
+        self.log_statistics = statistics;
+        self
     }
 
     /// Records the logical plan `input` was planned from. Distributed execution plans a Delta
@@ -137,6 +152,7 @@ impl ExecutionPlan for ProductScanExec {
                 product: self.product.clone(),
                 input,
                 source: self.source.clone(),
+                log_statistics: self.log_statistics.clone(),
             })),
             _ => Err(DataFusionError::Internal(
                 "MeshqlProductExec has exactly one child".to_string(),
@@ -169,10 +185,37 @@ impl ExecutionPlan for ProductScanExec {
         _args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
         // The same rows as the scan it wraps.
-        match input_stats.first() {
-            Some(s) => Ok(Arc::clone(s)),
-            None => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        let Some(stats) = input_stats.first() else {
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema())));
+        };
+        let Some(log) = self.log_statistics.as_ref().filter(|l| !l.is_empty()) else {
+            return Ok(Arc::clone(stats));
+        };
+        let mut stats = Statistics::clone(stats);
+        let schema = self.schema();
+        for (field, column) in schema
+            .fields()
+            .iter()
+            .zip(stats.column_statistics.iter_mut())
+        {
+            let Some(known) = log.get(field.name()) else {
+                continue;
+            };
+            let same_type = matches!(&known.min_value, Precision::Inexact(v) if &v.data_type() == field.data_type());
+            if !same_type {
+                continue;
+            }
+            if matches!(column.min_value, Precision::Absent) {
+                column.min_value = known.min_value.clone();
+            }
+            if matches!(column.max_value, Precision::Absent) {
+                column.max_value = known.max_value.clone();
+            }
+            if matches!(column.null_count, Precision::Absent) {
+                column.null_count = known.null_count;
+            }
         }
+        Ok(Arc::new(stats))
     }
 
     fn supports_limit_pushdown(&self) -> bool {

@@ -1,5 +1,6 @@
 //! The result cache (who shares an entry, what invalidates one, what is never cached), the
-//! per-scan choice of Parquet row filters, and runtime filters under policies.
+//! per-scan choice of Parquet row filters, runtime filters under policies, and the statistics
+//! a Delta scan gives the planner.
 
 use std::path::Path;
 
@@ -345,4 +346,58 @@ async fn runtime_filters_enter_a_policed_scan_only_on_unmasked_columns() {
         single_i64(&query_as(&engine, "eu_analyst", eu).await.unwrap()),
         single_i64(&query(&engine, by_admin).await.unwrap())
     );
+}
+
+/// A Delta product's scan reports column bounds from the Delta log (deltalake's scan gives none
+/// without a predicate), so that join planning can size it; they agree with the data. Under a
+/// policy the scan still reports no column statistics (the policy barrier hides them).
+#[tokio::test]
+async fn a_delta_scan_reports_column_bounds_from_its_log() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    use datafusion::scalar::ScalarValue;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    let real = query(
+        &engine,
+        "SELECT min(order_id), max(order_id) FROM sales.orders",
+    )
+    .await
+    .unwrap();
+    let bound = |i: usize| real[0].column(i).as_primitive::<Int64Type>().value(0);
+    let (lo, hi) = (bound(0), bound(1));
+    assert!(lo < hi);
+    let stats_as = |user: &'static str| {
+        let engine = &engine;
+        async move {
+            let session = engine.session(super::principal(engine, user)).unwrap();
+            let planned = session
+                .plan_sql("SELECT order_id FROM sales.orders")
+                .await
+                .unwrap();
+            let plan = session.physical_plan(&planned).await.unwrap();
+            StatisticsContext::new()
+                .compute(plan.as_ref(), &StatisticsArgs::new())
+                .unwrap()
+        }
+    };
+    let admin = stats_as("admin").await;
+    let order_id = &admin.column_statistics[0];
+    assert_eq!(
+        order_id.min_value,
+        Precision::Inexact(ScalarValue::Int64(Some(lo)))
+    );
+    assert_eq!(
+        order_id.max_value,
+        Precision::Inexact(ScalarValue::Int64(Some(hi)))
+    );
+    assert_eq!(order_id.null_count, Precision::Inexact(0));
+    // eu_analyst reads sales.orders through a row filter: no bounds cross the barrier.
+    let policed = stats_as("eu_analyst").await;
+    assert_eq!(policed.column_statistics[0].min_value, Precision::Absent);
+    assert_eq!(policed.column_statistics[0].max_value, Precision::Absent);
 }
