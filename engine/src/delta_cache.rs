@@ -1,7 +1,8 @@
 //! Delta snapshot cache: a product's latest Delta snapshot is kept and reused for
 //! `catalog.refresh_interval`; after that the next query brings it up to date incrementally
 //! (reading only the new commits), instead of replaying the log on every query.
-//! Time-travel reads bypass the cache.
+//! Time-travel reads bypass the cache. The column statistics folded from a table's log
+//! ([`crate::delta_stats`]) are kept beside it, once per version.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,15 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use deltalake::DeltaTable;
 use url::Url;
 
+use crate::delta_stats::LogStatistics;
 use crate::product::{open_delta, ReadFailure};
 
 #[derive(Debug)]
 pub(crate) struct DeltaCache {
     refresh: Duration,
     tables: Mutex<HashMap<String, (DeltaTable, Instant)>>,
+    /// Per table URL: the version last folded and its column statistics.
+    statistics: Mutex<HashMap<String, (i64, LogStatistics)>>,
 }
 
 impl DeltaCache {
@@ -24,7 +28,31 @@ impl DeltaCache {
         Self {
             refresh,
             tables: Mutex::new(HashMap::new()),
+            statistics: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The column statistics of the table at `url` as of `version`: `compute`d once per
+    /// version (every time when the version is unknown).
+    pub(crate) fn log_statistics(
+        &self,
+        url: &Url,
+        version: Option<i64>,
+        compute: impl FnOnce() -> LogStatistics,
+    ) -> LogStatistics {
+        let Some(version) = version else {
+            return compute();
+        };
+        let key = url.to_string();
+        let lock = || self.statistics.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, kept)) = lock().get(&key) {
+            if *v == version {
+                return Arc::clone(kept);
+            }
+        }
+        let computed = compute();
+        lock().insert(key, (version, Arc::clone(&computed)));
+        computed
     }
 
     /// The latest snapshot of the Delta table at `url`, at most `refresh` old.

@@ -330,7 +330,11 @@ async fn resolve_delta(
         .with_session(Arc::new(scan_state(runtime, config)))
         .await
         .map_err(|e| ReadFailure::new(format!("cannot read the Delta table: {e}"), e))?;
-    let statistics = crate::delta_stats::log_statistics(&table, provider.schema().as_ref());
+    let fold = || crate::delta_stats::log_statistics(&table, provider.schema().as_ref());
+    let statistics = match (as_of, cache) {
+        (None, Some(cache)) => cache.log_statistics(url, version, fold),
+        _ => fold(),
+    };
     Ok((provider, version, statistics))
 }
 

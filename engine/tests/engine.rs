@@ -748,6 +748,16 @@ async fn explain_does_not_reveal_policies() {
     }
 }
 
+/// The number of rows of one Parquet file, from its footer.
+fn parquet_rows(path: &Path) -> i64 {
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
+            .unwrap();
+    parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .num_rows()
+}
+
 fn replace_in(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{from} not in {}", path.display());

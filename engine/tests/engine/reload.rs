@@ -151,18 +151,10 @@ async fn resolved_products_are_reused_but_new_files_and_reloads_are_seen_at_once
 
     let location = dir.path().join("buckets/sales/order_items");
     let file = location.join("order_items-000.parquet");
-    let rows_of = |path: &std::path::Path| {
-        let reader =
-            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
-                .unwrap();
-        parquet::file::reader::FileReader::metadata(&reader)
-            .file_metadata()
-            .num_rows()
-    };
     std::fs::copy(&file, location.join("zz-new.parquet")).unwrap();
     assert_eq!(
         single_i64(&super::query(&engine, items).await.unwrap()),
-        before + rows_of(&file),
+        before + super::parquet_rows(&file),
         "a new file is read by the next query"
     );
 
@@ -170,22 +162,17 @@ async fn resolved_products_are_reused_but_new_files_and_reloads_are_seen_at_once
     let moved = dir.path().join("buckets/sales/order_items_v2");
     std::fs::create_dir_all(&moved).unwrap();
     std::fs::copy(&file, moved.join("only.parquet")).unwrap();
-    let manifest = dir.path().join("catalog/sales/products/order_items.toml");
-    let text = std::fs::read_to_string(&manifest).unwrap();
-    std::fs::write(
-        &manifest,
-        text.replace(
-            "location = \"order_items\"",
-            "location = \"order_items_v2\"",
-        ),
-    )
-    .unwrap();
+    super::replace_in(
+        &dir.path().join("catalog/sales/products/order_items.toml"),
+        "location = \"order_items\"",
+        "location = \"order_items_v2\"",
+    );
     engine
         .install_catalog(Mesh::load(&config).unwrap(), None)
         .unwrap();
     assert_eq!(
         single_i64(&super::query(&engine, items).await.unwrap()),
-        rows_of(&file),
+        super::parquet_rows(&file),
         "the reloaded catalog's location is read"
     );
 }

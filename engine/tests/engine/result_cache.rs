@@ -132,14 +132,7 @@ async fn changed_data_is_never_served_from_the_cache() {
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .min()
         .unwrap();
-    let copied_rows = {
-        let file = std::fs::File::open(&first_file).unwrap();
-        parquet::file::reader::FileReader::metadata(
-            &parquet::file::reader::SerializedFileReader::new(file).unwrap(),
-        )
-        .file_metadata()
-        .num_rows()
-    };
+    let copied_rows = super::parquet_rows(&first_file);
     std::fs::copy(&first_file, dir_items.join("zz-copy.parquet")).unwrap();
     assert_eq!(
         single_i64(&query(&engine, items).await.unwrap()),
