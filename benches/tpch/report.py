@@ -141,6 +141,14 @@ def markdown(doc, chart_path: str) -> str:
         f, i = s.get("meshql-flight", {}), s.get("meshql-inproc", {})
         if "gb_per_s" in f and "gb_per_s" in i:
             lines += ["", f"Flight SQL delivers {f['gb_per_s'] / i['gb_per_s']:.0%} of the in-process rate."]
+        shares = [f"{s[m]['gb_per_s'] / s[c]['gb_per_s']:.0%} of the ceiling over {client}"
+                  for m, c, client in (("meshql-flight", "ceiling-adbc", "ADBC"),
+                                       ("meshql-flight-pyarrow", "ceiling-pyarrow", "pyarrow.flight"))
+                  if "gb_per_s" in s.get(m, {}) and "gb_per_s" in s.get(c, {})]
+        if shares:
+            lines += ["", "The ceiling is a Flight SQL server that does no work: it sends the batches "
+                      "meshql sent (at most 1.2 GB of them), from memory (`benches/tpch/ceiling.py`). "
+                      f"meshql streams at {' and '.join(shares)}."]
     d, dc = ex.get("dashboard", {}), ex.get("dashboard_cached", {})
     if d:
         lines += ["", "### Dashboard load: small cross-domain aggregation, concurrent ADBC clients", "",
@@ -156,6 +164,9 @@ def markdown(doc, chart_path: str) -> str:
                   "| server | median ms | best ms | runs |", "|---|---:|---:|---:|"]
         for label, v in fb.items():
             lines.append(f"| {label} | **{v['median_ms']:.1f}** | {v['best_ms']:.1f} | {v['runs']} |")
+        if "ceiling" in fb:
+            lines += ["", "`ceiling`: the same result from a server that does no work, the client's and "
+                      "the transport's share of the time."]
     if chart_path:
         lines += ["", f"![per-query ratios]({chart_path})"]
     v = {k: x for k, x in doc.get("versions", {}).items() if x}

@@ -37,6 +37,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -45,6 +46,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import ceiling as C  # noqa: E402
 import engines as E  # noqa: E402
 from compare import diff  # noqa: E402
 from gen import generate  # noqa: E402
@@ -191,26 +193,58 @@ def cross_check(results: dict, answers: dict, queries: list[int]) -> str:
 
 
 def streaming(args, engines: dict) -> dict:
+    """`SELECT * FROM sales.lineitem`, best of `--stream-iterations` runs per path, the paths
+    interleaved: meshql over ADBC and over plain `pyarrow.flight`, meshql in-process, and the
+    ceiling (the same batches served from memory by a server that does no work, see
+    `ceiling.py`) read by the same two clients."""
     sql = "SELECT * FROM sales.lineitem"
-    out = {}
+    out, runs, closers = {}, {}, []
     for label in ("meshql-flight", "meshql-inproc"):
-        if label not in engines:
-            continue
-        best = None
+        if label in engines:
+            runs[label] = engines[label].stream
+    if "meshql-flight" in engines:
+        flight = engines["meshql-flight"]
+        client, options = C.pyarrow_client(flight.uri, flight.user)
+        closers.append(client.close)
+        runs["meshql-flight-pyarrow"] = lambda s: C.stream_pyarrow(client, options, s)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                ceiling = C.Ceiling(client, options, sql, Path(tmp) / "result.arrows")
+            closers.append(ceiling.close)
+            adbc = E.FlightEngine("ceiling", ceiling.uri, None, qualify=True)
+            closers.append(adbc.close)
+            c_client, c_options = C.pyarrow_client(ceiling.uri)
+            closers.append(c_client.close)
+            runs["ceiling-adbc"] = adbc.stream
+            runs["ceiling-pyarrow"] = lambda s: C.stream_pyarrow(c_client, c_options, s)
+        except Exception as e:  # noqa: BLE001
+            out["ceiling-adbc"] = {"error": f"{type(e).__name__}: {e}"}
+    best: dict[str, tuple] = {}
+    try:
         for _ in range(max(1, args.stream_iterations)):
+            for label, run in runs.items():
+                if label in out:
+                    continue
+                try:
+                    seconds, rows, nbytes = run(sql)
+                except Exception as e:  # noqa: BLE001
+                    out[label] = {"error": f"{type(e).__name__}: {e}"}
+                    continue
+                if label not in best or seconds < best[label][0]:
+                    best[label] = (seconds, rows, nbytes)
+    finally:
+        for close in reversed(closers):
             try:
-                seconds, rows, nbytes = engines[label].stream(sql)
-            except Exception as e:  # noqa: BLE001
-                out[label] = {"error": f"{type(e).__name__}: {e}"}
-                break
-            if best is None or seconds < best[0]:
-                best = (seconds, rows, nbytes)
-        if best and label not in out:
-            seconds, rows, nbytes = best
-            out[label] = {"seconds": seconds, "rows": rows, "bytes": nbytes,
-                          "gb_per_s": nbytes / seconds / 1e9, "rows_per_s": rows / seconds}
-            log(f"streaming {label}: {rows} rows, {nbytes / 1e9:.2f} GB in {seconds:.2f}s "
-                f"= {rows / seconds / 1e6:.2f} Mrows/s")
+                close()
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+    for label, (seconds, rows, nbytes) in best.items():
+        if label in out:
+            continue
+        out[label] = {"seconds": seconds, "rows": rows, "bytes": nbytes,
+                      "gb_per_s": nbytes / seconds / 1e9, "rows_per_s": rows / seconds}
+        log(f"streaming {label}: {rows} rows, {nbytes / 1e9:.2f} GB in {seconds:.2f}s "
+            f"= {nbytes / seconds / 1e9:.2f} GB/s, {rows / seconds / 1e6:.2f} Mrows/s")
     # The runner counts allocated Arrow memory, pyarrow counts buffer bytes: the same rows and
     # schema go through both paths, so express both rates in the Flight client's bytes.
     f, i = out.get("meshql-flight", {}), out.get("meshql-inproc", {})
@@ -220,10 +254,10 @@ def streaming(args, engines: dict) -> dict:
     return out
 
 
-def first_batch(flight, repeats: int) -> dict:
+def first_batch(flight, repeats: int, user: str | None = "admin") -> dict:
     """Time to first batch of the repeated dashboard query over ADBC: median and best of
     `repeats` runs after one warm-up (execute + first batch, one connection)."""
-    conn = E.adbc_connect(flight.uri, "admin")
+    conn = E.adbc_connect(flight.uri, user)
     times = []
     try:
         for i in range(repeats + 1):
@@ -242,6 +276,21 @@ def first_batch(flight, repeats: int) -> dict:
         conn.close()
     times.sort()
     return {"median_ms": 1000 * times[len(times) // 2], "best_ms": 1000 * times[0], "runs": len(times)}
+
+
+def first_batch_ceiling(flight, repeats: int) -> dict:
+    """`first_batch` against the ceiling server holding the dashboard query's result: the part
+    of the time to first batch that is the client's and the transport's."""
+    client, options = C.pyarrow_client(flight.uri, flight.user)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ceiling = C.Ceiling(client, options, DASHBOARD, Path(tmp) / "result.arrows")
+    finally:
+        client.close()
+    try:
+        return first_batch(ceiling, repeats, user=None)
+    finally:
+        ceiling.close()
 
 
 def dashboard_load(args, flight) -> dict:
@@ -331,6 +380,10 @@ def main() -> int:
             extras["streaming"] = streaming(args, engines)
             if "meshql-flight" in engines:
                 extras["first_batch"] = {"meshql-flight": first_batch(engines["meshql-flight"], 30)}
+                try:
+                    extras["first_batch"]["ceiling"] = first_batch_ceiling(engines["meshql-flight"], 30)
+                except Exception as e:  # noqa: BLE001
+                    log(f"first batch from the ceiling server failed: {type(e).__name__}: {e}")
                 extras["dashboard"] = dashboard_load(args, engines["meshql-flight"])
                 # The same with meshql's result cache on (its default outside this harness).
                 try:

@@ -214,8 +214,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Threads that call into the engine get its caller stack, so that the engine's deep-stack
+    // sections (plan drops, result cache lookups) run in place instead of on a fresh segment.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(meshql_engine::CALLER_STACK_SIZE)
         .build()
     {
         Ok(r) => r,

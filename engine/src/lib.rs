@@ -61,6 +61,7 @@ pub use reload::{
 pub use scan::{attach_product, ProductScanExec};
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,
+    CALLER_STACK_SIZE,
 };
 pub use snapshot::CatalogSnapshot;
 pub use system::SYSTEM_SCHEMA;

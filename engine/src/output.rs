@@ -88,10 +88,14 @@ pub fn to_output_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
 /// `Utf8View` → `Utf8` in one pass: sizes the value buffer once from the views' lengths and
 /// copies each string (inline or from its data buffer), null slots as empty strings. Every
 /// string of a result column crosses this on its way to the client, so it is kept to a plain
-/// copy (arrow's generic `cast` builds through a growing builder). None when the strings do
-/// not fit 32-bit offsets (the caller's `cast` then reports it).
+/// copy (arrow's generic `cast` builds through a growing builder), and a short string, which
+/// lives in its view, is written as the view's 16 bytes at once rather than through a
+/// variable-length copy. None when the strings do not fit 32-bit offsets (the caller's `cast`
+/// then reports it).
 fn views_to_utf8(array: &StringViewArray) -> Option<StringArray> {
     const MAX_INLINE: usize = 12;
+    /// Room after the last string for writing a short string as 16 bytes.
+    const SLACK: usize = 16;
     let views = array.views();
     let nulls = array.nulls();
     let len_of = |i: usize, v: u128| -> usize {
@@ -106,21 +110,38 @@ fn views_to_utf8(array: &StringViewArray) -> Option<StringArray> {
         return None;
     }
     let buffers = array.data_buffers();
-    let mut values: Vec<u8> = Vec::with_capacity(total);
+    let mut values: Vec<u8> = Vec::with_capacity(total + SLACK);
+    let dst = values.as_mut_ptr();
+    let mut end = 0usize;
     let mut offsets: Vec<i32> = Vec::with_capacity(views.len() + 1);
     offsets.push(0);
     for (i, v) in views.iter().enumerate() {
         let len = len_of(i, *v);
+        // `end + len <= total` before each copy (the lengths sum to `total`), so a copy of `len`
+        // bytes, or of 16 bytes when `len <= 12`, stays within the capacity of
+        // `total + SLACK`.
         if len <= MAX_INLINE {
-            values.extend_from_slice(&v.to_le_bytes()[4..4 + len]);
+            // A short string is bytes 4..16 of its view (little-endian): shifted down, they are
+            // the first 12 of 16 bytes.
+            let inline = (*v >> 32).to_le_bytes();
+            // SAFETY: `end + 16 <= total + SLACK`, within `values`' allocation (see above);
+            // source and destination do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(inline.as_ptr(), dst.add(end), 16) };
         } else {
             let buffer = &buffers[(*v >> 64) as u32 as usize];
             let start = (*v >> 96) as u32 as usize;
-            values.extend_from_slice(&buffer[start..start + len]);
+            let string = &buffer[start..start + len];
+            // SAFETY: `end + len <= total`, within `values`' allocation (see above); the
+            // source is a bounds-checked slice of another buffer.
+            unsafe { std::ptr::copy_nonoverlapping(string.as_ptr(), dst.add(end), len) };
         }
+        end += len;
         // Cannot overflow: the total was checked above.
-        offsets.push(values.len() as i32);
+        offsets.push(end as i32);
     }
+    // SAFETY: every byte of `0..end` was written by the copies above (each wrote at least its
+    // string's `len` bytes at `end`), and `end == total <= capacity`.
+    unsafe { values.set_len(end) };
     // SAFETY: offsets start at 0, never decrease and end at `values.len()`; `values` is the
     // concatenation of the valid UTF-8 strings of a `StringViewArray` (null slots add nothing),
     // so every slice between two offsets is valid UTF-8.
@@ -191,6 +212,51 @@ mod tests {
             let strings = views_to_utf8(&array).expect("fits 32-bit offsets");
             assert_eq!(strings, StringArray::from(expected));
         }
+    }
+
+    #[test]
+    fn views_of_every_length_become_what_arrow_casts_them_to() {
+        // Lengths 0..=40 around the 12-byte inline limit, every fifth slot null, several
+        // data buffers (built in chunks) and a slice that starts mid-array.
+        let text: String = ('a'..='z').cycle().take(64).collect();
+        let values: Vec<Option<String>> = (0..500)
+            .map(|i| (i % 5 != 3).then(|| text[i % 7..i % 7 + i % 41].to_string()))
+            .collect();
+        let mut builder = arrow::array::StringViewBuilder::new().with_fixed_block_size(256);
+        for v in &values {
+            builder.append_option(v.as_deref());
+        }
+        let views = builder.finish();
+        assert!(views.data_buffers().len() > 1);
+        for array in [views.clone(), views.slice(7, 400)] {
+            let expected = cast(&array, &DataType::Utf8).unwrap();
+            let strings = views_to_utf8(&array).expect("fits 32-bit offsets");
+            assert_eq!(
+                &strings,
+                expected.as_any().downcast_ref::<StringArray>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_slot_adds_nothing_whatever_its_view_holds() {
+        // Null slots' views are undefined in Arrow; here one claims 5 inline bytes and one 20
+        // bytes of a buffer.
+        let data = Buffer::from(b"twenty bytes of text".to_vec());
+        let inline_garbage = 5u128 | (u128::from(u32::from_le_bytes(*b"junk")) << 32);
+        let long_garbage = 20u128 | (u128::from(u32::from_le_bytes(*b"twen")) << 32);
+        let views = ScalarBuffer::from(vec![
+            inline_garbage,
+            StringViewArray::from(vec!["ok"]).views()[0],
+            long_garbage,
+        ]);
+        let nulls = arrow::buffer::NullBuffer::from(vec![false, true, false]);
+        // SAFETY: the valid view is a well-formed inline view; null slots are not read as
+        // strings.
+        let array = unsafe { StringViewArray::new_unchecked(views, vec![data], Some(nulls)) };
+        let strings = views_to_utf8(&array).expect("fits 32-bit offsets");
+        assert_eq!(strings, StringArray::from(vec![None, Some("ok"), None]));
+        assert_eq!(strings.values().len(), 2);
     }
 
     #[test]

@@ -127,6 +127,13 @@ struct Inner {
 /// (dropping or binding its plan); more is allocated on the heap when less remains.
 const CALLER_RED_ZONE: usize = 32 * 1024 * 1024;
 
+/// Stack size for the threads of a runtime that calls into the engine (the server's): with
+/// `CALLER_RED_ZONE` and room for the caller's own frames, `on_big_stack` runs in place
+/// on such a thread. On a smaller stack it still works, but maps and unmaps a fresh segment on
+/// every call (several per query: the result cache's lookups, dropping plans), with the
+/// system calls and cross-thread TLB flushes that brings. Only touched pages use memory.
+pub const CALLER_STACK_SIZE: usize = 2 * CALLER_RED_ZONE;
+
 /// Runs `f` with at least [`CALLER_RED_ZONE`] of stack (on a fresh segment when needed).
 pub(crate) fn on_big_stack<T>(f: impl FnOnce() -> T) -> T {
     stacker::maybe_grow(CALLER_RED_ZONE, crate::executor::STACK_SIZE, f)
