@@ -262,9 +262,12 @@ fn unfiltered(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 /// knows nothing of the row filter), and nothing about columns (a masked column's bounds are
 /// real values; a row filter's are the hidden rows' too).
 fn policed_statistics(inner: &Statistics, schema: &SchemaRef) -> Arc<Statistics> {
+    let mut sized = inner.clone();
+    // A Delta scan's size is its files' whole size, not the columns read (see `scan`).
+    crate::scan::size_of_columns_read(&mut sized);
     let mut stats = Statistics::new_unknown(schema);
     stats.num_rows = inner.num_rows.to_inexact();
-    stats.total_byte_size = inner.total_byte_size.to_inexact();
+    stats.total_byte_size = sized.total_byte_size.to_inexact();
     Arc::new(stats)
 }
 
@@ -304,6 +307,16 @@ mod tests {
         // Unknown stays unknown.
         let unknown = policed_statistics(&Statistics::new_unknown(&schema), &schema);
         assert_eq!(unknown.num_rows, Precision::Absent);
+        // A size no column accounts for (a Delta scan's: its files' whole size) does not
+        // cross; the row count does.
+        let whole_files = Statistics {
+            num_rows: Precision::Exact(1000),
+            total_byte_size: Precision::Exact(1_000_000),
+            column_statistics: vec![ColumnStatistics::new_unknown()],
+        };
+        let seen = policed_statistics(&whole_files, &schema);
+        assert_eq!(seen.num_rows, Precision::Inexact(1000));
+        assert_eq!(seen.total_byte_size, Precision::Absent);
     }
 
     #[test]

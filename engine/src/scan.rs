@@ -57,7 +57,34 @@ fn is_engine_error(e: &DataFusionError) -> bool {
     }
 }
 
-/// The transparent wrapper around one product's scan (shown as `MeshqlProductExec`). Public so
+/// Whether `stats`' total byte size cannot be the size of the columns it describes: no column
+/// reports a size of its own. A Delta scan is so: deltalake reports its files' whole size
+/// whatever the scan reads (the log knows no column sizes), where a Parquet scan sums the sizes
+/// of the columns it reads.
+fn whole_file_size(stats: &Statistics) -> bool {
+    !stats.column_statistics.is_empty()
+        && matches!(
+            stats.total_byte_size,
+            Precision::Exact(_) | Precision::Inexact(_)
+        )
+        && stats
+            .column_statistics
+            .iter()
+            .all(|c| matches!(c.byte_size, Precision::Absent))
+}
+
+/// Keeps a scan's total byte size only when it is the size of the columns read (see
+/// [`whole_file_size`]); otherwise the planner goes without one and compares row counts. A
+/// whole-file size made a one-column read of a wide table look bigger than a three-column read
+/// of a ten times longer one, and join selection then built its hash table from the longer
+/// side (TPC-H Q13 on Delta: 15 M orders instead of 1.5 M customers).
+pub(crate) fn size_of_columns_read(stats: &mut Statistics) {
+    if whole_file_size(stats) {
+        stats.total_byte_size = Precision::Absent;
+    }
+}
+
+/// The transparent wrapper around one product's scan/// The transparent wrapper around one product's scan (shown as `MeshqlProductExec`). Public so
 /// that distributed execution (the `meshql-cluster` crate) can ship it to a worker.
 #[derive(Debug, Clone)]
 pub struct ProductScanExec {
@@ -188,10 +215,15 @@ impl ExecutionPlan for ProductScanExec {
         let Some(stats) = input_stats.first() else {
             return Ok(Arc::new(Statistics::new_unknown(&self.schema())));
         };
-        let Some(log) = self.log_statistics.as_ref().filter(|l| !l.is_empty()) else {
+        let log = self.log_statistics.as_ref().filter(|l| !l.is_empty());
+        if log.is_none() && !whole_file_size(stats) {
             return Ok(Arc::clone(stats));
-        };
+        }
         let mut stats = Statistics::clone(stats);
+        size_of_columns_read(&mut stats);
+        let Some(log) = log else {
+            return Ok(Arc::new(stats));
+        };
         let schema = self.schema();
         for (field, column) in schema
             .fields()
