@@ -262,12 +262,12 @@ fn unfiltered(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 /// knows nothing of the row filter), and nothing about columns (a masked column's bounds are
 /// real values; a row filter's are the hidden rows' too).
 fn policed_statistics(inner: &Statistics, schema: &SchemaRef) -> Arc<Statistics> {
-    let mut sized = inner.clone();
-    // A Delta scan's size is its files' whole size, not the columns read (see `scan`).
-    crate::scan::size_of_columns_read(&mut sized);
     let mut stats = Statistics::new_unknown(schema);
     stats.num_rows = inner.num_rows.to_inexact();
-    stats.total_byte_size = sized.total_byte_size.to_inexact();
+    // A Delta scan's size is its files' whole size, not the columns read (see `scan`).
+    if !crate::scan::whole_file_size(inner) {
+        stats.total_byte_size = inner.total_byte_size.to_inexact();
+    }
     Arc::new(stats)
 }
 

@@ -61,7 +61,7 @@ fn is_engine_error(e: &DataFusionError) -> bool {
 /// reports a size of its own. A Delta scan is so: deltalake reports its files' whole size
 /// whatever the scan reads (the log knows no column sizes), where a Parquet scan sums the sizes
 /// of the columns it reads.
-fn whole_file_size(stats: &Statistics) -> bool {
+pub(crate) fn whole_file_size(stats: &Statistics) -> bool {
     !stats.column_statistics.is_empty()
         && matches!(
             stats.total_byte_size,
@@ -84,7 +84,7 @@ pub(crate) fn size_of_columns_read(stats: &mut Statistics) {
     }
 }
 
-/// The transparent wrapper around one product's scan/// The transparent wrapper around one product's scan (shown as `MeshqlProductExec`). Public so
+/// The transparent wrapper around one product's scan (shown as `MeshqlProductExec`). Public so
 /// that distributed execution (the `meshql-cluster` crate) can ship it to a worker.
 #[derive(Debug, Clone)]
 pub struct ProductScanExec {
