@@ -10,7 +10,7 @@
 //!   product's Parquet listing (every file's path, size, modification time and e-tag, listed
 //!   again for every lookup),
 //! - the catalog generation (a reload that changes policies, contracts or locations starts
-//!   afresh) and the session's DataFusion settings (time zone and the rest).
+//!   afresh) and a digest of the session's DataFusion settings (time zone and the rest).
 //!
 //! Principals whose effective rules on the products read are the same share entries; others
 //! never do, because their compiled policies differ. Data changes are seen at once: a new,
@@ -131,20 +131,24 @@ impl ResultCache {
     pub(crate) async fn key(
         plan: &LogicalPlan,
         generation: u64,
-        settings: impl FnOnce() -> String,
+        settings: impl FnOnce() -> Arc<str>,
         runtime: &RuntimeEnv,
     ) -> Option<CacheKey> {
         let (products, cacheable) = crate::session::on_big_stack(|| products_read(plan));
         if !cacheable || products.is_empty() {
             return None;
         }
-        // Formatted only for plans that may be cached (every setting, each query).
-        let mut context = format!("generation={generation}\n{}", settings());
-        for product in &products {
+        // Formatted only for plans that may be cached.
+        let mut context = format!("generation={generation}\nsettings={}\n", settings());
+        // Each identity lists its product's location: all of them at once, kept in plan order.
+        let identities = products.iter().map(|product| async move {
             let any: &dyn std::any::Any = product.as_ref();
-            let table = any.downcast_ref::<ProductTable>()?;
-            let identity = table.cache_identity(runtime).await?;
-            context.push_str(&identity);
+            any.downcast_ref::<ProductTable>()?
+                .cache_identity(runtime)
+                .await
+        });
+        for identity in futures::future::join_all(identities).await {
+            context.push_str(&identity?);
             context.push('\n');
         }
         let plan = crate::session::on_big_stack(|| without_sources(plan))?;
@@ -152,13 +156,15 @@ impl ResultCache {
     }
 }
 
-/// A session's DataFusion settings as text, for [`ResultCache::key`].
-pub(crate) fn settings_text(options: &ConfigOptions) -> String {
-    let mut text = String::new();
+/// A SHA-256 digest of every DataFusion setting of a session (name and value), for
+/// [`ResultCache::key`].
+pub(crate) fn settings_digest(options: &ConfigOptions) -> Arc<str> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
     for e in options.entries() {
-        text.push_str(&format!("{}={:?}\n", e.key, e.value));
+        hasher.update(format!("{}={:?}\n", e.key, e.value).as_bytes());
     }
-    text
+    Arc::from(crate::audit::hex(&hasher.finalize()))
 }
 
 /// The products `plan` reads (in plan order, subqueries included), and whether the plan may be

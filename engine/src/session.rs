@@ -22,11 +22,12 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::catalog::SchemaProvider;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{Stream, StreamExt};
@@ -117,6 +118,11 @@ struct Inner {
     /// The DataFusion state policy expressions are parsed with, made once (it holds no
     /// catalog: see `QuerySession::try_new`).
     policy_state: std::sync::OnceLock<Arc<SessionState>>,
+    /// What every query session's state is copied from (`MeshEngine::session_template`).
+    session_template: std::sync::OnceLock<SessionState>,
+    /// The digest of a session's DataFusion settings for the result cache's keys, by default
+    /// schema (see `QuerySession::settings_digest`).
+    settings_digests: moka::sync::Cache<String, Arc<str>>,
     /// Statements planned since the engine started (`MeshEngine::statements_planned`).
     statements_planned: std::sync::atomic::AtomicU64,
     /// Declared last: dropped after everything that may still hold query tasks.
@@ -133,6 +139,9 @@ const CALLER_RED_ZONE: usize = 32 * 1024 * 1024;
 /// every call (several per query: the result cache's lookups, dropping plans), with the
 /// system calls and cross-thread TLB flushes that brings. Only touched pages use memory.
 pub const CALLER_STACK_SIZE: usize = 2 * CALLER_RED_ZONE;
+
+/// Default schemas whose settings digest is kept (clients choose the schema).
+const MAX_SETTINGS_DIGESTS: u64 = 64;
 
 /// Runs `f` with at least [`CALLER_RED_ZONE`] of stack (on a fresh segment when needed).
 pub(crate) fn on_big_stack<T>(f: impl FnOnce() -> T) -> T {
@@ -256,6 +265,8 @@ impl MeshEngine {
                 session_hook,
                 result_cache,
                 policy_state: std::sync::OnceLock::new(),
+                session_template: std::sync::OnceLock::new(),
+                settings_digests: moka::sync::Cache::new(MAX_SETTINGS_DIGESTS),
                 statements_planned: std::sync::atomic::AtomicU64::new(0),
                 queries,
             }),
@@ -379,6 +390,23 @@ impl MeshEngine {
         schema: Option<&str>,
     ) -> Result<QuerySession> {
         QuerySession::try_new(self.clone(), principal, schema)
+    }
+
+    /// The DataFusion state every query session starts from, made once: meshql's settings
+    /// and optimizer rules, the session hook's additions, the default functions, and an empty
+    /// catalog list that no session uses (each registers its own).
+    fn session_template(&self) -> &SessionState {
+        self.inner.session_template.get_or_init(|| {
+            let mut builder = SessionStateBuilder::new()
+                .with_config(self.session_config("public"))
+                .with_runtime_env(Arc::clone(&self.inner.runtime))
+                .with_default_features()
+                .with_physical_optimizer_rules(crate::filter_barrier::physical_optimizer_rules());
+            if let Some(hook) = &self.inner.session_hook {
+                builder = (hook.0)(builder);
+            }
+            builder.build()
+        })
     }
 
     fn session_config(&self, default_schema: &str) -> SessionConfig {
@@ -679,18 +707,15 @@ impl QuerySession {
         default_schema: Option<&str>,
     ) -> Result<Self> {
         let workers = Arc::new(WorkersUsed::default());
-        let config = engine
-            .session_config(default_schema.unwrap_or("public"))
-            .with_extension(Arc::clone(&workers));
-        let mut builder = SessionStateBuilder::new()
-            .with_config(config.clone())
-            .with_runtime_env(Arc::clone(&engine.inner.runtime))
-            .with_default_features()
-            .with_physical_optimizer_rules(crate::filter_barrier::physical_optimizer_rules());
-        if let Some(hook) = &engine.inner.session_hook {
-            builder = (hook.0)(builder);
-        }
-        let state = builder.build();
+        // A copy of the engine's template, with a catalog list, default schema and workers
+        // record of its own (building a state anew registers every function again).
+        let mut state = engine.session_template().clone();
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
+        let config = state.config_mut();
+        config.options_mut().catalog.default_schema =
+            default_schema.unwrap_or("public").to_string();
+        config.set_extension(Arc::clone(&workers));
+        let config = config.clone();
         let snapshot = engine.snapshot();
         let mesh = Arc::clone(snapshot.mesh());
         let system = system_schema(SystemContext {
@@ -910,18 +935,33 @@ impl QuerySession {
         planned
     }
 
-    /// A DataFusion state for one query: the session's, with a memory pool of
+    /// The runtime one query executes with: the engine's, with a memory pool of
     /// `query_memory_limit` over the shared one (same object stores, disk manager, caches).
-    fn query_state(&self) -> SessionState {
+    fn query_runtime_env(&self) -> Arc<RuntimeEnv> {
         let inner = &self.engine.inner;
         let mut runtime = (*inner.runtime).clone();
         runtime.memory_pool = Arc::new(QueryPool::new(
             Arc::clone(&inner.runtime.memory_pool),
             usize::try_from(inner.limits.query_memory_limit).unwrap_or(usize::MAX),
         ));
-        SessionStateBuilder::new_from_existing(self.ctx.state())
-            .with_runtime_env(Arc::new(runtime))
-            .build()
+        Arc::new(runtime)
+    }
+
+    /// A digest of this session's DataFusion settings, for the result cache's keys. A
+    /// session's settings are a function of the engine and its default schema alone (the
+    /// engine's configuration makes them; statements that change settings are refused), so
+    /// the digest is made once per default schema instead of formatting every setting for
+    /// every query.
+    fn settings_digest(&self) -> Arc<str> {
+        let state = self.ctx.state_ref();
+        let state = state.read();
+        let options = state.config_options();
+        self.engine
+            .inner
+            .settings_digests
+            .get_with_by_ref(&options.catalog.default_schema, || {
+                crate::result_cache::settings_digest(options)
+            })
     }
 
     /// Executes a planned query, streaming batches as DataFusion produces them. Waits for
@@ -948,12 +988,10 @@ impl QuerySession {
         let mut audit = audit;
         let mut fill_key = None;
         if let Some(cache) = &inner.result_cache {
-            let settings =
-                || crate::result_cache::settings_text(self.ctx.state_ref().read().config_options());
             let key = ResultCache::key(
                 query.plan(),
                 self.snapshot.generation(),
-                settings,
+                || self.settings_digest(),
                 &inner.runtime,
             )
             .await;
@@ -987,7 +1025,9 @@ impl QuerySession {
         let schema = Arc::clone(&query.schema);
         drop(query);
         let explain = matches!(*plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
-        let state = self.query_state();
+        // Planned with the session's state, run with the query's own memory pool.
+        let state = self.ctx.state();
+        let runtime = self.query_runtime_env();
         let started = inner
             .queries
             .run("execution", async move {
@@ -997,9 +1037,10 @@ impl QuerySession {
                         .await
                         .map_err(EngineError::from_datafusion)?;
                     drop(plan);
+                    let task = TaskContext::from(&state).with_runtime(runtime);
                     let stream = datafusion::physical_plan::execute_stream(
                         Arc::clone(&physical),
-                        state.task_ctx(),
+                        Arc::new(task),
                     )
                     .map_err(EngineError::from_datafusion)?;
                     Ok((stream, physical))
