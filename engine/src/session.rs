@@ -22,14 +22,14 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionConfig;
 use futures::{Stream, StreamExt};
 use meshql_catalog::{Mesh, Principal};
 use std::sync::Mutex;
@@ -663,7 +663,8 @@ pub struct QuerySession {
     /// The catalog this session was created on; all its queries use it.
     snapshot: Arc<CatalogSnapshot>,
     principal: Principal,
-    ctx: SessionContext,
+    /// Shared (not copied) by the tasks that plan and run this session's queries.
+    state: Arc<SessionState>,
     system: Arc<SystemSchema>,
     reads: Arc<ReadLog>,
     workers: Arc<WorkersUsed>,
@@ -707,10 +708,9 @@ impl QuerySession {
         default_schema: Option<&str>,
     ) -> Result<Self> {
         let workers = Arc::new(WorkersUsed::default());
-        // A copy of the engine's template, with a catalog list, default schema and workers
-        // record of its own (building a state anew registers every function again).
+        // A copy of the engine's template, with a catalog list (below), default schema and
+        // workers record of its own (building a state anew registers every function again).
         let mut state = engine.session_template().clone();
-        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
         let config = state.config_mut();
         config.options_mut().catalog.default_schema =
             default_schema.unwrap_or("public").to_string();
@@ -752,19 +752,20 @@ impl QuerySession {
             resolved: snapshot.resolved.clone(),
             quality: Arc::clone(&engine.inner.quality),
         });
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(
-            MESH_CATALOG,
+        let catalogs = MemoryCatalogProviderList::new();
+        catalogs.register_catalog(
+            MESH_CATALOG.to_string(),
             Arc::new(MeshCatalog::new(
                 shared,
                 Arc::clone(&system) as Arc<dyn SchemaProvider>,
             )),
         );
+        state.register_catalog_list(Arc::new(catalogs));
         Ok(Self {
             engine,
             snapshot,
             principal,
-            ctx,
+            state: Arc::new(state),
             system,
             reads,
             workers,
@@ -891,7 +892,7 @@ impl QuerySession {
         let planned = match crate::limits::check_sql_size(sql, limits.max_sql_bytes) {
             Err(e) => Err(e),
             Ok(()) => {
-                let ctx = self.ctx.clone();
+                let state = Arc::clone(&self.state);
                 let text: Arc<str> = Arc::from(sql);
                 let max_depth = limits.max_expr_depth;
                 let admin = self.is_admin();
@@ -900,7 +901,7 @@ impl QuerySession {
                     .inner
                     .queries
                     .run("planning", async move {
-                        let work = plan_on_query_runtime(ctx, text, max_depth, admin);
+                        let work = plan_on_query_runtime(state, text, max_depth, admin);
                         match tokio::time::timeout(timeout, work).await {
                             Ok(planned) => planned,
                             Err(_) => Err(statement_timeout(timeout)),
@@ -935,6 +936,15 @@ impl QuerySession {
         planned
     }
 
+    /// The state a query is optimized and executed with: the session's, stamped with the
+    /// query's start (what `now()` returns) and the settings its functions read. Planning SQL
+    /// shares the session's state instead; it evaluates no functions.
+    fn execution_state(&self) -> SessionState {
+        let mut state = (*self.state).clone();
+        state.mark_start_execution();
+        state
+    }
+
     /// The runtime one query executes with: the engine's, with a memory pool of
     /// `query_memory_limit` over the shared one (same object stores, disk manager, caches).
     fn query_runtime_env(&self) -> Arc<RuntimeEnv> {
@@ -953,9 +963,7 @@ impl QuerySession {
     /// the digest is made once per default schema instead of formatting every setting for
     /// every query.
     fn settings_digest(&self) -> Arc<str> {
-        let state = self.ctx.state_ref();
-        let state = state.read();
-        let options = state.config_options();
+        let options = self.state.config_options();
         self.engine
             .inner
             .settings_digests
@@ -1026,7 +1034,7 @@ impl QuerySession {
         drop(query);
         let explain = matches!(*plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
         // Planned with the session's state, run with the query's own memory pool.
-        let state = self.ctx.state();
+        let state = self.execution_state();
         let runtime = self.query_runtime_env();
         let started = inner
             .queries
@@ -1101,7 +1109,7 @@ impl QuerySession {
         query: &PlannedQuery,
     ) -> Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         let plan = query.plan.arc();
-        let state = self.ctx.state();
+        let state = self.execution_state();
         self.engine
             .inner
             .queries
@@ -1135,7 +1143,7 @@ fn with_deprecation(description: &str, deprecated: &Option<meshql_catalog::Depre
 
 /// Parses, checks and plans one statement (runs on the query runtime).
 async fn plan_on_query_runtime(
-    ctx: SessionContext,
+    state: Arc<SessionState>,
     sql: Arc<str>,
     max_depth: usize,
     admin: bool,
@@ -1144,8 +1152,7 @@ async fn plan_on_query_runtime(
     let mut statement = crate::limits::check_depth(statement, max_depth)?;
     crate::read_only::check_statement(&statement)?;
     crate::time_travel::rewrite(&mut statement)?;
-    let plan = ctx
-        .state()
+    let plan = state
         .statement_to_plan(statement)
         .await
         .map_err(EngineError::from_datafusion)?;
