@@ -238,8 +238,11 @@ async fn resolve_parquet(
     } else {
         format!("{url}/")
     };
-    let table_url =
-        ListingTableUrl::parse(&table_url).map_err(|e| ReadFailure::new("invalid location", e))?;
+    // The table reference names the location in full (bucket included): it scopes the keys of
+    // the engine's file statistics cache, which are paths within a store otherwise.
+    let table_url = ListingTableUrl::parse(&table_url)
+        .map_err(|e| ReadFailure::new("invalid location", e))?
+        .with_table_ref(TableReference::bare(table_url.as_str()));
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(if is_file { "" } else { ".parquet" });
     let schema = options
@@ -255,8 +258,11 @@ async fn resolve_parquet(
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(schema);
+    // Each file's statistics (derived from its footer) are kept across queries, checked
+    // against the file's size and modification time on every listing, like the footers.
     let table = ListingTable::try_new(config)
-        .map_err(|e| ReadFailure::new("cannot read the Parquet files", e))?;
+        .map_err(|e| ReadFailure::new("cannot read the Parquet files", e))?
+        .with_cache(runtime.cache_manager.get_file_statistic_cache());
     Ok(Arc::new(table))
 }
 

@@ -158,6 +158,23 @@ async fn resolved_products_are_reused_but_new_files_and_reloads_are_seen_at_once
         "a new file is read by the next query"
     );
 
+    // A file replaced in place by one with other rows is read as it is now, its statistics
+    // included: `count(*)` is answered from them.
+    let other = std::fs::read_dir(&location)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| super::parquet_rows(p) != super::parquet_rows(&file))
+        .expect("the demo's order_items files differ in rows");
+    let total = single_i64(&super::query(&engine, items).await.unwrap());
+    let replaced = location.join("zz-new.parquet");
+    let expected = total - super::parquet_rows(&replaced) + super::parquet_rows(&other);
+    std::fs::copy(&other, &replaced).unwrap();
+    assert_eq!(
+        single_i64(&super::query(&engine, items).await.unwrap()),
+        expected,
+        "a replaced file is read as it is now"
+    );
+
     // The owner moves the product to a location holding one file; a reload follows it.
     let moved = dir.path().join("buckets/sales/order_items_v2");
     std::fs::create_dir_all(&moved).unwrap();
