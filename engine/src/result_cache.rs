@@ -10,7 +10,8 @@
 //!   product's Parquet listing (every file's path, size, modification time and e-tag, listed
 //!   again for every lookup),
 //! - the catalog generation (a reload that changes policies, contracts or locations starts
-//!   afresh) and a digest of the session's DataFusion settings (time zone and the rest).
+//!   afresh) and the session's DataFusion settings (a digest of the engine's, time zone and the
+//!   rest, and the session's default schema).
 //!
 //! Principals whose effective rules on the products read are the same share entries; others
 //! never do, because their compiled policies differ. Data changes are seen at once: a new,
@@ -131,15 +132,17 @@ impl ResultCache {
     pub(crate) async fn key(
         plan: &LogicalPlan,
         generation: u64,
-        settings: impl FnOnce() -> Arc<str>,
+        settings_digest: &str,
+        default_schema: &str,
         runtime: &RuntimeEnv,
     ) -> Option<CacheKey> {
         let (products, cacheable) = crate::session::on_big_stack(|| products_read(plan));
         if !cacheable || products.is_empty() {
             return None;
         }
-        // Formatted only for plans that may be cached.
-        let mut context = format!("generation={generation}\nsettings={}\n", settings());
+        let mut context = format!(
+            "generation={generation}\nsettings={settings_digest}\ndefault_schema={default_schema}\n"
+        );
         // Each identity lists its product's location: all of them at once, kept in plan order.
         let identities = products.iter().map(|product| async move {
             let any: &dyn std::any::Any = product.as_ref();
@@ -156,8 +159,7 @@ impl ResultCache {
     }
 }
 
-/// A SHA-256 digest of every DataFusion setting of a session (name and value), for
-/// [`ResultCache::key`].
+/// A SHA-256 digest of every DataFusion setting (name and value), for [`ResultCache::key`].
 pub(crate) fn settings_digest(options: &ConfigOptions) -> Arc<str> {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();

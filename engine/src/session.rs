@@ -115,14 +115,11 @@ struct Inner {
     session_hook: Option<SessionHook>,
     /// Answers of repeated queries (None: `result_cache_size = 0`).
     result_cache: Option<Arc<ResultCache>>,
-    /// The DataFusion state policy expressions are parsed with, made once (it holds no
-    /// catalog: see `QuerySession::try_new`).
-    policy_state: std::sync::OnceLock<Arc<SessionState>>,
-    /// What every query session's state is copied from (`MeshEngine::session_template`).
-    session_template: std::sync::OnceLock<SessionState>,
-    /// The digest of a session's DataFusion settings for the result cache's keys, by default
-    /// schema (see `QuerySession::settings_digest`).
-    settings_digests: moka::sync::Cache<String, Arc<str>>,
+    /// What every query session's state is copied from, and what policy expressions are
+    /// parsed with (`MeshEngine::session_template`).
+    session_template: std::sync::OnceLock<Arc<SessionState>>,
+    /// The digest of the template's DataFusion settings, for the result cache's keys.
+    settings_digest: std::sync::OnceLock<Arc<str>>,
     /// Statements planned since the engine started (`MeshEngine::statements_planned`).
     statements_planned: std::sync::atomic::AtomicU64,
     /// Declared last: dropped after everything that may still hold query tasks.
@@ -139,9 +136,6 @@ const CALLER_RED_ZONE: usize = 32 * 1024 * 1024;
 /// every call (several per query: the result cache's lookups, dropping plans), with the
 /// system calls and cross-thread TLB flushes that brings. Only touched pages use memory.
 pub const CALLER_STACK_SIZE: usize = 2 * CALLER_RED_ZONE;
-
-/// Default schemas whose settings digest is kept (clients choose the schema).
-const MAX_SETTINGS_DIGESTS: u64 = 64;
 
 /// Runs `f` with at least [`CALLER_RED_ZONE`] of stack (on a fresh segment when needed).
 pub(crate) fn on_big_stack<T>(f: impl FnOnce() -> T) -> T {
@@ -264,9 +258,8 @@ impl MeshEngine {
                 audit: Arc::new(audit),
                 session_hook,
                 result_cache,
-                policy_state: std::sync::OnceLock::new(),
                 session_template: std::sync::OnceLock::new(),
-                settings_digests: moka::sync::Cache::new(MAX_SETTINGS_DIGESTS),
+                settings_digest: std::sync::OnceLock::new(),
                 statements_planned: std::sync::atomic::AtomicU64::new(0),
                 queries,
             }),
@@ -394,8 +387,11 @@ impl MeshEngine {
 
     /// The DataFusion state every query session starts from, made once: meshql's settings
     /// and optimizer rules, the session hook's additions, the default functions, and an empty
-    /// catalog list that no session uses (each registers its own).
-    fn session_template(&self) -> &SessionState {
+    /// catalog list that no session uses (each registers its own). Policy expressions are
+    /// parsed with it as it is: it holds no catalog, so nothing it parses can reach back to a
+    /// session (a session's own state holds the mesh catalog, which holds the policy state: a
+    /// session's state used here would be an Arc cycle keeping every session alive).
+    fn session_template(&self) -> &Arc<SessionState> {
         self.inner.session_template.get_or_init(|| {
             let mut builder = SessionStateBuilder::new()
                 .with_config(self.session_config("public"))
@@ -405,7 +401,16 @@ impl MeshEngine {
             if let Some(hook) = &self.inner.session_hook {
                 builder = (hook.0)(builder);
             }
-            builder.build()
+            Arc::new(builder.build())
+        })
+    }
+
+    /// A digest of the template's DataFusion settings, made once. A session's settings are the
+    /// template's with its own default schema (statements that change settings are refused),
+    /// so this digest and the default schema identify them.
+    fn settings_digest(&self) -> &Arc<str> {
+        self.inner.settings_digest.get_or_init(|| {
+            crate::result_cache::settings_digest(self.session_template().config_options())
         })
     }
 
@@ -710,7 +715,7 @@ impl QuerySession {
         let workers = Arc::new(WorkersUsed::default());
         // A copy of the engine's template, with a catalog list (below), default schema and
         // workers record of its own (building a state anew registers every function again).
-        let mut state = engine.session_template().clone();
+        let mut state = SessionState::clone(engine.session_template());
         let config = state.config_mut();
         config.options_mut().catalog.default_schema =
             default_schema.unwrap_or("public").to_string();
@@ -728,19 +733,8 @@ impl QuerySession {
             quality: &engine.inner.quality,
         })?;
         let reads = Arc::new(ReadLog::default());
-        // The state for policy expressions is built on its own, not cloned from `state`:
-        // clones of a SessionState share its catalog list, so a clone would hold the mesh
-        // catalog registered below, which holds `shared`: an Arc cycle that kept every
-        // session (and its copy of the audit records) alive forever.
-        let policy_state = Arc::clone(engine.inner.policy_state.get_or_init(|| {
-            Arc::new(
-                SessionStateBuilder::new()
-                    .with_config(engine.session_config("public"))
-                    .with_runtime_env(Arc::clone(&engine.inner.runtime))
-                    .with_default_features()
-                    .build(),
-            )
-        }));
+        // Policy expressions are parsed with the template (see `session_template`).
+        let policy_state = Arc::clone(engine.session_template());
         let shared = Arc::new(SessionShared {
             mesh: Arc::clone(&mesh),
             runtime: Arc::clone(&engine.inner.runtime),
@@ -957,21 +951,6 @@ impl QuerySession {
         Arc::new(runtime)
     }
 
-    /// A digest of this session's DataFusion settings, for the result cache's keys. A
-    /// session's settings are a function of the engine and its default schema alone (the
-    /// engine's configuration makes them; statements that change settings are refused), so
-    /// the digest is made once per default schema instead of formatting every setting for
-    /// every query.
-    fn settings_digest(&self) -> Arc<str> {
-        let options = self.state.config_options();
-        self.engine
-            .inner
-            .settings_digests
-            .get_with_by_ref(&options.catalog.default_schema, || {
-                crate::result_cache::settings_digest(options)
-            })
-    }
-
     /// Executes a planned query, streaming batches as DataFusion produces them. Waits for
     /// admission first (at most `queue_timeout`); the stream holds the admission permit until
     /// it ends or is dropped, and fails when `statement_timeout` passes. The audit record is
@@ -999,7 +978,8 @@ impl QuerySession {
             let key = ResultCache::key(
                 query.plan(),
                 self.snapshot.generation(),
-                || self.settings_digest(),
+                self.engine.settings_digest(),
+                &self.state.config_options().catalog.default_schema,
                 &inner.runtime,
             )
             .await;
