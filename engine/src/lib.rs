@@ -58,6 +58,7 @@ pub use reload::{
     CatalogStatus, Rejection, ReloadCheck, ReloadCommit, ReloadHook, ReloadOutcome, Reloader,
     ReloaderTask,
 };
+pub use row_filters::{KEEP_IF_PASSING, KEEP_IF_PASSING_FROM_ABOVE, SAMPLE_ROWS};
 pub use scan::{attach_product, ProductScanExec};
 pub use session::{
     BatchStream, EngineOptions, MeshEngine, PlannedQuery, QuerySession, SessionHook, TableInfo,

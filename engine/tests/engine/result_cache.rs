@@ -263,6 +263,89 @@ async fn only_scans_with_a_runtime_filter_filter_rows_while_decoding() {
     assert!(pruned.unwrap_or(0) == 0, "{analyzed}");
 }
 
+/// A metric of `line` as EXPLAIN ANALYZE prints it ("12", "12.48 K", "6.00 M"), as a number.
+fn metric(line: &str, name: &str) -> Option<f64> {
+    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let text: String = line[at..]
+        .chars()
+        .take_while(|c| *c != ',' && *c != ']')
+        .collect();
+    let (number, unit) = text.split_once(' ').unwrap_or((&text, ""));
+    let scale = match unit {
+        "" => 1.0,
+        "K" => 1e3,
+        "M" => 1e6,
+        other => panic!("unit {other} in {line}"),
+    };
+    Some(number.parse::<f64>().ok()? * scale)
+}
+
+#[tokio::test]
+async fn a_lookup_from_the_join_above_is_evaluated_while_decoding_only_while_it_drops_nearly_every_row(
+) {
+    // Eight times the demo mesh: 40 K orders, ~100 K order lines in three files.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = meshql_engine::demo::DemoOptions {
+        dir: dir.path().to_path_buf(),
+        scale: 8,
+        force: false,
+    };
+    let report = meshql_engine::demo::write_demo(&opts, &mut |_: &str| {})
+        .await
+        .unwrap();
+    let engine = MeshEngine::try_new(Mesh::load(&report.config).unwrap()).unwrap();
+    let lines = single_i64(
+        &query(&engine, "SELECT count(*) FROM sales.order_items")
+            .await
+            .unwrap(),
+    ) as f64;
+    assert!(lines > 2.0 * meshql_engine::SAMPLE_ROWS as f64, "{lines}");
+    // The order_items scan's row-filter counters for a join with the orders `filter` selects.
+    let scan = |filter: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let join = format!(
+                "SELECT count(*) FROM sales.order_items i JOIN sales.orders o \
+                 ON i.order_id = o.order_id WHERE {filter}"
+            );
+            let semi = format!(
+                "SELECT count(*) FROM sales.order_items WHERE order_id IN \
+                 (SELECT order_id FROM sales.orders o WHERE {filter})"
+            );
+            let n = single_i64(&query(&engine, &join).await.unwrap());
+            assert_eq!(n, single_i64(&query(&engine, &semi).await.unwrap()));
+            let analyzed = strings(
+                &query(&engine, &format!("EXPLAIN ANALYZE {join}"))
+                    .await
+                    .unwrap(),
+                1,
+            )
+            .join("\n");
+            let line = analyzed
+                .lines()
+                .find(|l| l.contains("DataSourceExec") && l.contains("order_items"))
+                .unwrap_or_else(|| panic!("{analyzed}"))
+                .to_string();
+            assert!(line.contains("hash_lookup"), "{line}");
+            let pruned = metric(&line, "pushdown_rows_pruned").unwrap();
+            let matched = metric(&line, "pushdown_rows_matched").unwrap();
+            (n as f64, pruned, matched, line)
+        }
+    };
+    // A fifth of the orders, from the join right above: after the sample, the reader stops
+    // evaluating the lookup and passes every line; the join drops the rest. (From a join further
+    // up, a lookup keeping a fifth would be kept.)
+    let (n, pruned, matched, line) = scan("o.customer_id % 5 = 0").await;
+    assert!(n > 0.1 * lines && n < 0.3 * lines, "{n} of {lines}");
+    assert!((pruned + matched - lines).abs() <= 0.01 * lines, "{line}");
+    assert!(pruned < 0.3 * lines, "{line}");
+    // The orders of one customer in 150 (over 150 orders, so still a lookup): the lookup keeps
+    // dropping lines while decoding to the end.
+    let (n, pruned, _, line) = scan("o.customer_id % 150 = 7").await;
+    assert!(n > 0.0 && n < 0.01 * lines, "{n} of {lines}");
+    assert!(pruned >= 0.98 * lines, "{line}");
+}
+
 /// The inner (secured) plan of the policy barrier for `product` in `plan`, as text.
 fn policed_inner(
     plan: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
