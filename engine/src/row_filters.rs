@@ -40,10 +40,10 @@
 //! So every runtime filter this rule pushes into a reader is wrapped in an
 //! [`AdaptiveRuntimeFilter`]. While the filter's current form is an `IN` list or bounds (a small
 //! build side: TPC-H Q18's 57 orders) it is evaluated. A lookup is evaluated on the scan's first
-//! [`SAMPLE_ROWS`] rows and then kept only if at most [`KEEP_IF_PASSING`] (from the join right
+//! [`SAMPLE_ROWS`] rows and then only while at most [`KEEP_IF_PASSING`] (from the join right
 //! above: only repartitioning, coalescing, projections and meshql's product wrapper in between)
-//! or [`KEEP_IF_PASSING_FROM_ABOVE`] (from a join further up) of them passed; otherwise the
-//! reader passes every further row and the joins drop them. Statistics pruning (files, row
+//! or [`KEEP_IF_PASSING_FROM_ABOVE`] (from a join further up) of the rows it has seen passed;
+//! once more pass, the reader passes every further row and the joins drop them. Statistics pruning (files, row
 //! groups, pages) sees every filter whole, and the joins still probe every row they get, so
 //! answers cannot change; only where the work happens does.
 //!
@@ -195,10 +195,10 @@ impl PhysicalOptimizerRule for RuntimeFilterRowFilters {
     }
 }
 
-/// A runtime filter from the join right above a scan, as the scan's Parquet reader evaluates
-/// it: the filter's current form while that is an `IN` list or bounds; a hash-table lookup only
-/// on the scan's first [`SAMPLE_ROWS`] rows and afterwards only if at most [`KEEP_IF_PASSING`]
-/// of them passed (see the module header); otherwise every row passes. Everything else (its
+/// A runtime filter as a scan's Parquet reader evaluates it: the filter's current form while
+/// that is an `IN` list or bounds; a hash-table lookup on the scan's first [`SAMPLE_ROWS`] rows
+/// and afterwards only while at most its share of the rows seen passed (see the module
+/// header); once more pass, every row passes. Everything else (its
 /// children, its snapshot for statistics pruning, its display and its wire form) is the
 /// wrapped filter's.
 #[derive(Debug)]
@@ -261,7 +261,8 @@ impl AdaptiveRuntimeFilter {
         Ok((current, lookup))
     }
 
-    /// Counts one evaluated batch of a lookup; decides once [`SAMPLE_ROWS`] were seen.
+    /// Counts one evaluated batch of a lookup; from [`SAMPLE_ROWS`] rows seen on, stops the
+    /// lookup as soon as more than its share of them passed.
     fn record(&self, rows: usize, passed: usize) {
         let passed = self.sample.passed.fetch_add(passed, Ordering::Relaxed) + passed;
         let seen = self.sample.seen.fetch_add(rows, Ordering::Relaxed) + rows;
