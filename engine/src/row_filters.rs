@@ -17,8 +17,9 @@
 //! turns it back on for exactly the scans whose predicate consists only of runtime filters
 //! (`DynamicFilterPhysicalExpr`, pushed in by a hash join or a TopK). A runtime filter is
 //! selective by construction (it keeps the rows that can still match) and is not evaluated
-//! again above the scan, so decoding only the matching rows is pure gain. A scan that also
-//! carries a static predicate is left alone: the static part would be evaluated twice.
+//! again above the scan, so decoding only the matching rows gains, except for the hash-table
+//! lookups below. A scan that also carries a static predicate is left alone: the static part
+//! would be evaluated twice.
 //!
 //! One kind of runtime filter pays only sometimes: a lookup into a join's hash table, which
 //! DataFusion publishes instead of an `IN` list once the build side passes
