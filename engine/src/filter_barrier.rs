@@ -128,6 +128,17 @@ impl PhysicalOptimizerRule for RemoveFilterBarriers {
     }
 }
 
+/// The statistics of a node that passes its only child's rows through unchanged.
+pub(crate) fn same_rows_as_child(
+    input_stats: &[Arc<datafusion::common::Statistics>],
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> Arc<datafusion::common::Statistics> {
+    match input_stats.first() {
+        Some(s) => Arc::clone(s),
+        None => Arc::new(datafusion::common::Statistics::new_unknown(schema)),
+    }
+}
+
 /// A pass-through node that takes no filter from its parent (the default of
 /// `ExecutionPlan::gather_filters_for_pushdown`).
 #[derive(Debug)]
@@ -183,13 +194,7 @@ impl ExecutionPlan for FilterBarrierExec {
         input_stats: &[Arc<datafusion::common::Statistics>],
         _args: &datafusion::physical_plan::statistics::StatisticsArgs,
     ) -> Result<Arc<datafusion::common::Statistics>> {
-        // The same rows as its child.
-        match input_stats.first() {
-            Some(s) => Ok(Arc::clone(s)),
-            None => Ok(Arc::new(datafusion::common::Statistics::new_unknown(
-                &self.schema(),
-            ))),
-        }
+        Ok(same_rows_as_child(input_stats, &self.schema()))
     }
 
     fn with_new_children(

@@ -35,6 +35,7 @@ mod result_cache;
 mod row_filters;
 mod scan;
 mod session;
+mod shared_subplan;
 mod snapshot;
 mod store_metrics;
 mod system;

@@ -397,7 +397,8 @@ impl MeshEngine {
                 .with_config(self.session_config("public"))
                 .with_runtime_env(Arc::clone(&self.inner.runtime))
                 .with_default_features()
-                .with_physical_optimizer_rules(crate::filter_barrier::physical_optimizer_rules());
+                .with_physical_optimizer_rules(crate::filter_barrier::physical_optimizer_rules())
+                .with_query_planner(Arc::new(crate::shared_subplan::MeshqlQueryPlanner));
             if let Some(hook) = &self.inner.session_hook {
                 builder = (hook.0)(builder);
             }

@@ -21,6 +21,10 @@ mod reload;
 #[path = "engine/result_cache.rs"]
 mod result_cache;
 
+// Repeated aggregations computed once per query (issue 13).
+#[path = "engine/shared_subplan.rs"]
+mod shared_subplan;
+
 async fn demo_mesh(dir: &Path) -> PathBuf {
     let opts = DemoOptions {
         dir: dir.to_path_buf(),
@@ -417,6 +421,27 @@ async fn parameters_are_bound_as_values() {
         .unwrap();
     assert!(single_i64(&batches) > 100);
     assert!(q.bind(vec![ScalarValue::from("EU")]).is_err());
+}
+
+/// A metric of `line` as EXPLAIN ANALYZE prints it ("12", "12.48 K", "6.00 M"), as a number.
+pub(crate) fn metric(line: &str, name: &str) -> Option<f64> {
+    let at = [' ', '[']
+        .iter()
+        .find_map(|c| line.find(&format!("{c}{name}=")))?
+        + name.len()
+        + 2;
+    let text: String = line[at..]
+        .chars()
+        .take_while(|c| *c != ',' && *c != ']')
+        .collect();
+    let (number, unit) = text.split_once(' ').unwrap_or((&text, ""));
+    let scale = match unit {
+        "" => 1.0,
+        "K" => 1e3,
+        "M" => 1e6,
+        other => panic!("unit {other} in {line}"),
+    };
+    Some(number.parse::<f64>().ok()? * scale)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1490,6 +1515,17 @@ fn small_limits() -> meshql_engine::Limits {
     }
 }
 
+/// Waits (up to 10 s) for a finished query's tasks to wind down, then checks that no memory
+/// stays reserved.
+async fn nothing_stays_reserved(engine: &MeshEngine) {
+    let mut waited = 0;
+    while engine.memory_reserved().0 != 0 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(engine.memory_reserved().0, 0);
+}
+
 async fn engine_with(dir: &Path, limits: meshql_engine::Limits) -> MeshEngine {
     let config = demo_mesh(dir).await;
     MeshEngine::try_new_with_limits(Mesh::load(&config).unwrap(), limits).unwrap()
@@ -1745,12 +1781,7 @@ async fn a_query_past_its_memory_share_spills_or_fails_alone() {
     );
     // Nothing stays reserved once the failed query's tasks have wound down, and the engine
     // answers.
-    let mut waited = 0;
-    while engine.memory_reserved().0 != 0 && waited < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        waited += 1;
-    }
-    assert_eq!(engine.memory_reserved().0, 0);
+    nothing_stays_reserved(&engine).await;
     query_as(&engine, "guest", "SELECT 1").await.unwrap();
 }
 

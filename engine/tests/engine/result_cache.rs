@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use meshql_catalog::Mesh;
 use meshql_engine::MeshEngine;
 
-use super::{demo_mesh, query, query_as, set_refresh_interval, single_i64, strings};
+use super::{demo_mesh, metric, query, query_as, set_refresh_interval, single_i64, strings};
 
 /// The `cache` field of every audit record so far, in order ("-" when absent).
 fn cache_fields(engine: &MeshEngine, dir: &Path) -> Vec<String> {
@@ -261,23 +261,6 @@ async fn only_scans_with_a_runtime_filter_filter_rows_while_decoding() {
     assert!(analyzed.contains("FilterExec"), "{analyzed}");
     let pruned = scan_metric(&analyzed, "orders", "pushdown_rows_pruned");
     assert!(pruned.unwrap_or(0) == 0, "{analyzed}");
-}
-
-/// A metric of `line` as EXPLAIN ANALYZE prints it ("12", "12.48 K", "6.00 M"), as a number.
-fn metric(line: &str, name: &str) -> Option<f64> {
-    let at = line.find(&format!(" {name}="))? + name.len() + 2;
-    let text: String = line[at..]
-        .chars()
-        .take_while(|c| *c != ',' && *c != ']')
-        .collect();
-    let (number, unit) = text.split_once(' ').unwrap_or((&text, ""));
-    let scale = match unit {
-        "" => 1.0,
-        "K" => 1e3,
-        "M" => 1e6,
-        other => panic!("unit {other} in {line}"),
-    };
-    Some(number.parse::<f64>().ok()? * scale)
 }
 
 #[tokio::test]
