@@ -32,7 +32,8 @@ const FILTER_PUSHDOWN_RULE: &str = "FilterPushdown";
 
 /// The physical optimizer rules of a session: DataFusion's defaults with the barrier rule
 /// before the first filter pushdown, then the per-scan row-filter choice
-/// ([`crate::row_filters`]) and the removal rule at the end.
+/// ([`crate::row_filters`]), the evaluation of simple conjunctions ([`crate::conjunctions`])
+/// and the removal rule at the end.
 pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::default().rules;
     let at = rules
@@ -41,6 +42,7 @@ pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + 
         .unwrap_or(0);
     rules.insert(at, Arc::new(GuardDuplicateNames));
     rules.push(Arc::new(crate::row_filters::RuntimeFilterRowFilters));
+    rules.push(Arc::new(crate::conjunctions::SimpleConjunctions));
     rules.push(Arc::new(RemoveFilterBarriers));
     rules
 }

@@ -8,6 +8,7 @@ mod admission;
 mod audit;
 mod buckets;
 mod catalog_status;
+mod conjunctions;
 mod contract;
 mod delta_cache;
 mod delta_stats;
