@@ -9,15 +9,16 @@
 //! `pre_selection_scatter`, `BooleanArray::slice` and the batch copies at ~18 % of the query.
 //!
 //! [`SimpleConjunctions`] runs last among the physical optimizer rules and gives every
-//! `FilterExec` whose predicate has two or more conjuncts, each a comparison of columns and
-//! literals, an `IN` list of literals over a column, a null test of a column, or an `AND` /
-//! `OR` of those (evaluated by DataFusion within the conjunct), an
-//! [`AllOf`] predicate: each conjunct is evaluated over the whole batch (vectorized comparisons)
-//! and the results are intersected as bitmaps. A `FilterExec` keeps the rows whose predicate is
-//! true, so `AllOf` returns true exactly where every conjunct is true (a null counts as not
-//! true, as it does for the filter). None of these conjuncts can fail on a row, so evaluating
-//! them on rows another conjunct rejects cannot turn an answer into an error. Anything else
-//! (casts, arithmetic, functions) keeps DataFusion's evaluation.
+//! `FilterExec` whose predicate has two or more conjuncts, some of them simple (a comparison of
+//! columns and literals, an `IN` list of literals over a column, a null test of a column, or an
+//! `AND` / `OR` of those, evaluated by DataFusion within the conjunct), an [`AllOf`] predicate:
+//! the simple conjuncts are evaluated over the whole batch (vectorized comparisons) and the
+//! results intersected as bitmaps; the others (casts, arithmetic, functions, runtime filters)
+//! then run in their order on the rows still passing only. A `FilterExec` keeps the rows whose
+//! predicate is true, so `AllOf` returns true exactly where every conjunct is true (a null
+//! counts as not true, as it does for the filter). A simple conjunct cannot fail on a row, so
+//! evaluating it on rows another conjunct rejects cannot turn an answer into an error; the
+//! others see a subset of the rows DataFusion's `AND` would give them.
 //!
 //! The filter's display, its wire form (the original predicate: a cluster worker evaluates it
 //! as DataFusion does) and everything planned before this rule are unchanged.
@@ -27,8 +28,10 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use datafusion::arrow::array::BooleanBufferBuilder;
 use datafusion::arrow::array::{Array, AsArray, BooleanArray};
 use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::config::ConfigOptions;
@@ -107,13 +110,16 @@ impl PhysicalOptimizerRule for SimpleConjunctions {
             if (predicate.as_ref() as &dyn Any).is::<AllOf>() {
                 return Ok(Transformed::no(node));
             }
-            let conjuncts: Vec<Arc<dyn PhysicalExpr>> =
-                split_conjunction(predicate).into_iter().cloned().collect();
-            if conjuncts.len() < 2 || !conjuncts.iter().all(is_simple) {
+            let (simple, rest): (Vec<_>, Vec<_>) = split_conjunction(predicate)
+                .into_iter()
+                .cloned()
+                .partition(is_simple);
+            if simple.is_empty() || simple.len() + rest.len() < 2 {
                 return Ok(Transformed::no(node));
             }
             let all_of = Arc::new(AllOf {
-                conjuncts,
+                simple,
+                rest,
                 original: Arc::clone(predicate),
             });
             let rebuilt = FilterExecBuilder::from(filter)
@@ -138,7 +144,10 @@ impl PhysicalOptimizerRule for SimpleConjunctions {
 /// the predicate it replaces.
 #[derive(Debug)]
 pub(crate) struct AllOf {
-    conjuncts: Vec<Arc<dyn PhysicalExpr>>,
+    /// Evaluated over the whole batch, first.
+    simple: Vec<Arc<dyn PhysicalExpr>>,
+    /// Evaluated, in their order, only on the rows every conjunct before passed.
+    rest: Vec<Arc<dyn PhysicalExpr>>,
     original: Arc<dyn PhysicalExpr>,
 }
 
@@ -169,6 +178,21 @@ fn none_true(rows: usize) -> ColumnarValue {
     )))
 }
 
+/// The rows a conjunct's value is true for (null is not), or `None` when it is true for all.
+fn true_rows(value: ColumnarValue, rows: usize) -> Option<BooleanBuffer> {
+    match value {
+        ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => None,
+        ColumnarValue::Scalar(_) => Some(BooleanBuffer::new_unset(rows)),
+        ColumnarValue::Array(array) => {
+            let mask = array.as_boolean();
+            Some(match mask.nulls() {
+                Some(nulls) => mask.values() & nulls.inner(),
+                None => mask.values().clone(),
+            })
+        }
+    }
+}
+
 impl PhysicalExpr for AllOf {
     fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
         Ok(DataType::Boolean)
@@ -191,22 +215,38 @@ impl PhysicalExpr for AllOf {
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         let rows = batch.num_rows();
         let mut all: Option<BooleanBuffer> = None;
-        for conjunct in &self.conjuncts {
-            let true_here = match conjunct.evaluate(batch)? {
-                ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => continue,
-                ColumnarValue::Scalar(_) => return Ok(none_true(rows)),
-                ColumnarValue::Array(array) => {
-                    let mask = array.as_boolean();
-                    match mask.nulls() {
-                        Some(nulls) => mask.values() & nulls.inner(),
-                        None => mask.values().clone(),
-                    }
-                }
+        for conjunct in &self.simple {
+            let Some(true_here) = true_rows(conjunct.evaluate(batch)?, rows) else {
+                continue;
             };
             let so_far = match all {
                 Some(before) => &before & &true_here,
                 None => true_here,
             };
+            if so_far.count_set_bits() == 0 {
+                return Ok(none_true(rows));
+            }
+            all = Some(so_far);
+        }
+        for conjunct in &self.rest {
+            // Only on the rows still passing, as DataFusion's `AND` does when few pass.
+            let Some(passing) = all.take() else {
+                all = true_rows(conjunct.evaluate(batch)?, rows);
+                continue;
+            };
+            let kept = filter_record_batch(batch, &BooleanArray::new(passing.clone(), None))?;
+            let Some(true_there) = true_rows(conjunct.evaluate(&kept)?, kept.num_rows()) else {
+                all = Some(passing);
+                continue;
+            };
+            let mut so_far = BooleanBufferBuilder::new(rows);
+            so_far.append_n(rows, false);
+            for (at, row) in passing.set_indices().enumerate() {
+                if true_there.value(at) {
+                    so_far.set_bit(row, true);
+                }
+            }
+            let so_far = so_far.finish();
             if so_far.count_set_bits() == 0 {
                 return Ok(none_true(rows));
             }
@@ -219,17 +259,17 @@ impl PhysicalExpr for AllOf {
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        self.conjuncts.iter().collect()
+        self.simple.iter().chain(&self.rest).collect()
     }
 
     fn with_new_children(
         self: Arc<Self>,
-        children: Vec<Arc<dyn PhysicalExpr>>,
+        mut children: Vec<Arc<dyn PhysicalExpr>>,
     ) -> Result<Arc<dyn PhysicalExpr>> {
-        if children.len() != self.conjuncts.len() {
+        let count = self.simple.len() + self.rest.len();
+        if children.len() != count {
             return datafusion::common::internal_err!(
-                "AllOf has {} conjuncts, got {}",
-                self.conjuncts.len(),
+                "AllOf has {count} conjuncts, got {}",
                 children.len()
             );
         }
@@ -238,8 +278,10 @@ impl PhysicalExpr for AllOf {
             .cloned()
             .reduce(|l, r| Arc::new(BinaryExpr::new(l, Operator::And, r)))
             .unwrap_or_else(|| Arc::clone(&self.original));
+        let rest = children.split_off(self.simple.len());
         Ok(Arc::new(Self {
-            conjuncts: children,
+            simple: children,
+            rest,
             original,
         }))
     }
@@ -302,7 +344,8 @@ mod tests {
             .unwrap();
         assert!(conjuncts.iter().all(is_simple));
         let all_of = AllOf {
-            conjuncts,
+            simple: conjuncts.clone(),
+            rest: Vec::new(),
             original: Arc::clone(&and),
         };
         let kept = |v: ColumnarValue| {
@@ -320,6 +363,25 @@ mod tests {
         );
         assert_eq!(kept(all_of.evaluate(&batch).unwrap()), expected);
         assert_eq!(all_of.to_string(), and.to_string());
+
+        // A conjunct that is not simple runs after the simple ones, on their rows only: here
+        // `1000 / (a - 50) > 0` fails at a = 50, a row `a >= 100` rejects.
+        let minus = binary(Arc::clone(&a), Operator::Minus, lit(50i64), &s).unwrap();
+        let risky = binary(
+            binary(lit(1000i64), Operator::Divide, minus, &s).unwrap(),
+            Operator::Gt,
+            lit(0i64),
+            &s,
+        )
+        .unwrap();
+        assert!(!is_simple(&risky));
+        assert!(risky.evaluate(&batch).is_err());
+        let with_risky = AllOf {
+            simple: conjuncts,
+            rest: vec![risky],
+            original: Arc::clone(&and),
+        };
+        assert_eq!(kept(with_risky.evaluate(&batch).unwrap()), expected);
 
         // Nothing qualifies that could fail or is not made of comparisons of columns and
         // literals.

@@ -48,6 +48,16 @@
 //! groups, pages) sees every filter whole, and the joins still probe every row they get, so
 //! answers cannot change; only where the work happens does.
 //!
+//! A scan that carries both kinds (`l_shipdate` in a year, and a runtime filter) does not filter
+//! while decoding, so its runtime filters only pruned row groups: every row went on to the
+//! operators below the join. The runtime filters from joins further up are now also added to
+//! the static filter right above such a scan (wrapped like the reader's, a lookup at the 1 %
+//! bar: after decoding it saves only the work of the operators above), where
+//! [`crate::conjunctions`] evaluates them after the static conditions, on the rows those kept.
+//! TPC-H Q20 aggregated 909 K lineitem rows into 543 K groups for a semi-join that keeps 263.
+//! A filter from the join right above is left to that join's probe: evaluated after decoding,
+//! it would only repeat the probe.
+//!
 //! Setting `execution.parquet.pushdown_filters = true` in `[engine.datafusion]` turns it on
 //! for every scan, as in plain DataFusion; this rule then has nothing to do.
 
@@ -75,10 +85,12 @@ use datafusion::physical_expr::expressions::{
     BinaryExpr, CaseExpr, DynamicFilterPhysicalExpr, InListExpr, Literal,
 };
 use datafusion::physical_expr::split_conjunction;
+use datafusion::physical_expr::utils::reassign_expr_columns;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::joins::{HashExpr, HashJoinExec, HashTableLookupExpr};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -111,12 +123,70 @@ pub const KEEP_IF_PASSING: f64 = 0.01;
 /// the joins in between, but a lookup that drops few repeats a probe for little.
 pub const KEEP_IF_PASSING_FROM_ABOVE: f64 = 0.5;
 
-/// Nodes a scan's rows pass through unchanged in number on their way to a join's probe.
+/// Nodes between a scan and a join's probe whose work per row a runtime filter evaluated
+/// below them saves nothing of but their own: they pass rows through unchanged (a static
+/// filter only drops rows).
 fn passes_rows_through(node: &dyn ExecutionPlan) -> bool {
     node.is::<RepartitionExec>()
         || node.is::<CoalescePartitionsExec>()
         || node.is::<ProjectionExec>()
+        || node.is::<FilterExec>()
         || node.is::<crate::ProductScanExec>()
+}
+
+/// `filter` (the static predicate above a Parquet scan) with the scan's runtime filters from
+/// joins further up added, when the scan has both: the reader then evaluates neither while
+/// decoding, so without this the runtime filters only prune row groups, and every row reaches
+/// the operators below the join (TPC-H Q20: 909 K lineitem rows aggregated into 543 K groups
+/// for a semi-join that keeps 263). Filters from the join right above are left to its probe.
+fn with_runtime_filters_of_its_scan(
+    filter: &FilterExec,
+    from_the_join_above: &HashSet<u64>,
+) -> Result<Option<FilterExec>> {
+    let Some(scan) = filter.input().downcast_ref::<DataSourceExec>() else {
+        return Ok(None);
+    };
+    let Some((_, parquet)) = scan.downcast_to_file_source::<ParquetSource>() else {
+        return Ok(None);
+    };
+    let Some(predicate) = parquet.filter() else {
+        return Ok(None);
+    };
+    let conjuncts = split_conjunction(&predicate);
+    let is_runtime =
+        |c: &Arc<dyn PhysicalExpr>| (c.as_ref() as &dyn Any).is::<DynamicFilterPhysicalExpr>();
+    if conjuncts.iter().all(|c| is_runtime(c)) {
+        return Ok(None); // only runtime filters: the reader evaluates them (see the rule)
+    }
+    let schema = filter.input().schema();
+    let added: Vec<Arc<dyn PhysicalExpr>> = conjuncts
+        .iter()
+        .filter(|c| is_runtime(c))
+        .filter(|c| {
+            !c.expression_id()
+                .is_some_and(|id| from_the_join_above.contains(&id))
+        })
+        // In the scan's predicate, columns are numbered as in the table; above it, as in the
+        // scan's output. A filter on a column the scan does not output stays in the scan.
+        .filter_map(|c| reassign_expr_columns(Arc::clone(c), &schema).ok())
+        // Evaluated after decoding, a lookup saves only the work of the operators it drops
+        // rows for, at ~85 ns a row (Q21: 324 ms to keep 48 %): kept only while it drops
+        // nearly all (Q20 keeps 0.04 %).
+        .map(|c| Arc::new(AdaptiveRuntimeFilter::new(c, KEEP_IF_PASSING)) as Arc<dyn PhysicalExpr>)
+        .collect();
+    if added.is_empty() {
+        return Ok(None);
+    }
+    let predicate = conjunction(
+        split_conjunction(filter.predicate())
+            .into_iter()
+            .cloned()
+            .chain(added),
+    );
+    FilterExecBuilder::from(filter)
+        .with_predicate(predicate)
+        .build()
+        .map(Some)
 }
 
 /// The identities (`PhysicalExpr::expression_id`) of the runtime filters whose producing hash
@@ -157,6 +227,16 @@ impl PhysicalOptimizerRule for RuntimeFilterRowFilters {
         }
         let from_the_join_above = filters_from_the_join_above(&plan)?;
         plan.transform_up(|node| {
+            if let Some(filter) = node.downcast_ref::<FilterExec>() {
+                return Ok(
+                    match with_runtime_filters_of_its_scan(filter, &from_the_join_above)? {
+                        Some(filter) => {
+                            Transformed::yes(Arc::new(filter) as Arc<dyn ExecutionPlan>)
+                        }
+                        None => Transformed::no(node),
+                    },
+                );
+            }
             let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
                 return Ok(Transformed::no(node));
             };

@@ -264,6 +264,62 @@ async fn only_scans_with_a_runtime_filter_filter_rows_while_decoding() {
 }
 
 #[tokio::test]
+async fn a_runtime_filter_from_a_join_further_up_runs_after_the_static_filter_of_its_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let engine = MeshEngine::try_new(Mesh::load(&config).unwrap()).unwrap();
+    // The order_items scan has a static predicate (quantity > 1) and, through the aggregation,
+    // the runtime filter of the join with customer 7's orders.
+    let join = "SELECT o.order_id, t.q FROM sales.orders o JOIN (SELECT order_id, \
+                sum(quantity) AS q FROM sales.order_items WHERE quantity > 1 GROUP BY order_id) t \
+                ON o.order_id = t.order_id WHERE o.customer_id = 7 ORDER BY o.order_id";
+    let by_hand = "SELECT order_id, sum(quantity) AS q FROM sales.order_items WHERE quantity > 1 \
+                   AND order_id IN (SELECT order_id FROM sales.orders WHERE customer_id = 7) \
+                   GROUP BY order_id ORDER BY order_id";
+    let answer = query(&engine, join).await.unwrap();
+    assert_eq!(
+        arrow::util::pretty::pretty_format_batches(&answer)
+            .unwrap()
+            .to_string(),
+        arrow::util::pretty::pretty_format_batches(&query(&engine, by_hand).await.unwrap())
+            .unwrap()
+            .to_string()
+    );
+    let lines: usize = answer.iter().map(|b| b.num_rows()).sum();
+    assert!(lines > 0);
+    let static_rows = single_i64(
+        &query(
+            &engine,
+            "SELECT count(*) FROM sales.order_items WHERE quantity > 1",
+        )
+        .await
+        .unwrap(),
+    ) as f64;
+    let analyzed = strings(
+        &query(&engine, &format!("EXPLAIN ANALYZE {join}"))
+            .await
+            .unwrap(),
+        1,
+    )
+    .join("\n");
+    let all: Vec<&str> = analyzed.lines().collect();
+    let scan = all
+        .iter()
+        .position(|l| l.contains("DataSourceExec") && l.contains("order_items"))
+        .unwrap_or_else(|| panic!("{analyzed}"));
+    // The filter right above the scan evaluates the runtime filter after `quantity > 1`: it
+    // keeps customer 7's lines, not every line with more than one item.
+    let filter = all[scan - 1];
+    assert!(filter.contains("FilterExec"), "{analyzed}");
+    assert!(filter.contains("DynamicFilter"), "{filter}");
+    let kept = metric(filter, "output_rows").unwrap();
+    assert!(
+        kept < 0.05 * static_rows,
+        "{kept} of {static_rows}: {filter}"
+    );
+}
+
+#[tokio::test]
 async fn a_lookup_from_the_join_above_is_evaluated_while_decoding_only_while_it_drops_nearly_every_row(
 ) {
     // Eight times the demo mesh: 40 K orders, ~100 K order lines in three files.
