@@ -85,7 +85,8 @@ fn shareable(plan: &LogicalPlan) -> bool {
     let _ = plan.apply_with_subqueries(|node| {
         match node {
             LogicalPlan::TableScan(_) => reads_a_table = true,
-            LogicalPlan::Extension(_) | LogicalPlan::RecursiveQuery(_) => ok = false,
+            // (A recursive CTE anywhere in the query turns sharing off: see `mark_repeated`.)
+            LogicalPlan::Extension(_) => ok = false,
             _ => {}
         }
         let _ = node.apply_expressions(|e| {
@@ -141,10 +142,14 @@ fn mark_repeated(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     }
     // Outermost first: a repeated sub-tree inside a shared one is computed once already.
-    let marked = plan
-        .clone()
-        .transform_down_with_subqueries(|node| match repeated.get(&node) {
-            Some(&id) => Ok(Transformed::new(
+    let marked = plan.clone().transform_down_with_subqueries(|node| {
+        // Only an aggregation can be a key: other nodes are not hashed.
+        let id = match &node {
+            LogicalPlan::Aggregate(_) => repeated.get(&node).copied(),
+            _ => None,
+        };
+        match id {
+            Some(id) => Ok(Transformed::new(
                 LogicalPlan::Extension(Extension {
                     node: Arc::new(SharedSubplanNode { id, input: node }),
                 }),
@@ -152,7 +157,8 @@ fn mark_repeated(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
                 TreeNodeRecursion::Jump,
             )),
             None => Ok(Transformed::no(node)),
-        })?;
+        }
+    })?;
     Ok(marked.transformed.then_some(marked.data))
 }
 
@@ -351,15 +357,25 @@ async fn materialize(
             },
         ));
     }
+    // Every task is awaited, also after one gave up (the others stop at their next batch): when
+    // this returns, no partition of this run of the input still runs or holds memory.
     let mut out = Vec::with_capacity(partitions);
+    let mut gave_up = false;
     for task in tasks {
         match task.join_unwind().await.map_err(|e| {
             DataFusionError::Execution(format!("a shared sub-plan's partition failed: {e}"))
         })?? {
-            Some(batches) => out.push(batches),
-            // Too big to keep: every consumer runs the input itself.
-            None => return Ok(None),
+            Some(batches) if !gave_up => out.push(batches),
+            Some(_) => {}
+            None => {
+                gave_up = true;
+                out.clear();
+            }
         }
+    }
+    if gave_up {
+        // Too big to keep: every consumer runs the input itself.
+        return Ok(None);
     }
     rows.add(out.iter().flatten().map(RecordBatch::num_rows).sum());
     let reservation = reservation

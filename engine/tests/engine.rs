@@ -1515,17 +1515,6 @@ fn small_limits() -> meshql_engine::Limits {
     }
 }
 
-/// Waits (up to 10 s) for a finished query's tasks to wind down, then checks that no memory
-/// stays reserved.
-async fn nothing_stays_reserved(engine: &MeshEngine) {
-    let mut waited = 0;
-    while engine.memory_reserved().0 != 0 && waited < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        waited += 1;
-    }
-    assert_eq!(engine.memory_reserved().0, 0);
-}
-
 async fn engine_with(dir: &Path, limits: meshql_engine::Limits) -> MeshEngine {
     let config = demo_mesh(dir).await;
     MeshEngine::try_new_with_limits(Mesh::load(&config).unwrap(), limits).unwrap()
@@ -1781,7 +1770,12 @@ async fn a_query_past_its_memory_share_spills_or_fails_alone() {
     );
     // Nothing stays reserved once the failed query's tasks have wound down, and the engine
     // answers.
-    nothing_stays_reserved(&engine).await;
+    let mut waited = 0;
+    while engine.memory_reserved().0 != 0 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    assert_eq!(engine.memory_reserved().0, 0);
     query_as(&engine, "guest", "SELECT 1").await.unwrap();
 }
 
