@@ -4,9 +4,10 @@
 #   scripts/test.sh [PYTEST_ARGS...]
 #
 # Runs, in order, and stops at the first failure (non-zero exit):
-#   1. cargo fmt --check          4. cargo test
-#   2. cargo clippy -D warnings    5. the Python end-to-end tests (tests/python) against
-#   3. cargo build (binaries)         the freshly built `meshql` binary, in a cached virtualenv
+#   1. cargo fmt --check           4. cargo build (binaries)
+#   2. a cargo tree guard (no      5. cargo test
+#      full-DFA regex builder)     6. the Python end-to-end tests (tests/python) against
+#   3. cargo clippy -D warnings       the freshly built `meshql` binary, in a cached virtualenv
 #                                     (installing Debian's chromium + chromium-driver for the
 #                                     browser test when they are missing)
 #
@@ -78,6 +79,15 @@ echo "CARGO_TARGET_DIR=$CARGO_TARGET_DIR  CARGO_BUILD_JOBS=$CARGO_BUILD_JOBS  ME
 # ---------------------------------------------------------------------------------------------
 section "cargo fmt --all --check"
 cargo fmt --all --check
+
+section "cargo tree: regexes are not built as full DFAs"
+# arrow compiles a LIKE pattern for every batch; with regex-automata's `dfa-build` on (e.g. via
+# tracing-subscriber's `env-filter`), each compile builds a full DFA and LIKE queries run ~2x
+# slower (BENCHMARKS.md item 23).
+if cargo tree --workspace -e features,normal -i regex-automata | grep -q 'feature "dfa-build"'; then
+  cargo tree --workspace -e features,normal -i regex-automata | grep -B2 -A8 'feature "dfa-build"' >&2
+  die "a dependency turns on regex-automata's dfa-build (see above)"
+fi
 
 section "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -13,6 +13,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
+/// What is logged when `RUST_LOG` is unset: meshql at `info`, its chattier dependencies at `warn`.
+const DEFAULT_LOG_FILTER: &str =
+    "info,datafusion=warn,deltalake=warn,buoyant_kernel=warn,delta_kernel=warn";
+
 /// How often finished spans are sent.
 const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -21,11 +25,13 @@ const EXPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) fn init(
     telemetry: Option<&TelemetryConfig>,
 ) -> Result<Option<SdkTracerProvider>, String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,datafusion=warn,deltalake=warn,buoyant_kernel=warn,delta_kernel=warn",
-        )
-    });
+    let filter = match log_filter(std::env::var("RUST_LOG").ok().as_deref()) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("warning: {e}; logging with the default filter ({DEFAULT_LOG_FILTER})");
+            log_filter(None)?
+        }
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
@@ -72,6 +78,23 @@ pub(crate) fn init(
     Ok(Some(provider))
 }
 
+/// The log filter of `RUST_LOG` (comma-separated `level` and `target=level` directives), or the
+/// default when it is unset or empty.
+///
+/// This is `tracing-subscriber`'s `Targets`, not its `EnvFilter`: `EnvFilter`'s span-field
+/// directives (`[span{field=value}]`) need the `matchers` crate, which turns on `regex-automata`'s
+/// full-DFA builder for every regex in the process, and arrow compiles a `LIKE` pattern per batch,
+/// so every batch of a `LIKE '%a%b%'` query would build a full DFA (BENCHMARKS.md item 23).
+fn log_filter(rust_log: Option<&str>) -> Result<Targets, String> {
+    let directives = match rust_log.map(str::trim) {
+        Some(s) if !s.is_empty() => s,
+        _ => DEFAULT_LOG_FILTER,
+    };
+    directives
+        .parse::<Targets>()
+        .map_err(|e| format!("RUST_LOG={directives:?} is not a log filter: {e}"))
+}
+
 /// The traces URL of an OTLP/HTTP endpoint: `/v1/traces` is added when the URL has no path.
 fn traces_url(endpoint: &str) -> String {
     let trimmed = endpoint.trim_end_matches('/');
@@ -95,6 +118,27 @@ pub(crate) async fn shutdown(provider: Option<SdkTracerProvider>) {
 
 #[cfg(test)]
 mod tests {
+    use tracing::Level;
+
+    #[test]
+    fn the_log_filter_comes_from_rust_log_or_the_default() {
+        let default = super::log_filter(None).unwrap();
+        assert!(default.would_enable("meshql_engine::session", &Level::INFO));
+        assert!(!default.would_enable("datafusion::physical_plan", &Level::INFO));
+        assert!(default.would_enable("datafusion::physical_plan", &Level::WARN));
+        assert_eq!(
+            super::log_filter(Some("  ")).unwrap().to_string(),
+            default.to_string()
+        );
+
+        let user = super::log_filter(Some("warn,meshql_engine=debug")).unwrap();
+        assert!(user.would_enable("meshql_engine::session", &Level::DEBUG));
+        assert!(!user.would_enable("meshql_http", &Level::INFO));
+
+        let err = super::log_filter(Some("meshql_engine=loud")).unwrap_err();
+        assert!(err.contains("RUST_LOG=\"meshql_engine=loud\""), "{err}");
+    }
+
     #[test]
     fn traces_path_is_added_to_a_bare_endpoint() {
         assert_eq!(
