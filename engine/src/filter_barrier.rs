@@ -32,8 +32,9 @@ const FILTER_PUSHDOWN_RULE: &str = "FilterPushdown";
 
 /// The physical optimizer rules of a session: DataFusion's defaults with the barrier rule
 /// before the first filter pushdown, then the per-scan row-filter choice
-/// ([`crate::row_filters`]), the evaluation of simple conjunctions ([`crate::conjunctions`])
-/// and the removal rule at the end.
+/// ([`crate::row_filters`]), the evaluation of simple conjunctions ([`crate::conjunctions`]),
+/// unchecked decimal arithmetic where it cannot overflow ([`crate::decimal_arith`]) and the
+/// removal rule at the end.
 pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::default().rules;
     let at = rules
@@ -43,6 +44,7 @@ pub(crate) fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + 
     rules.insert(at, Arc::new(GuardDuplicateNames));
     rules.push(Arc::new(crate::row_filters::RuntimeFilterRowFilters));
     rules.push(Arc::new(crate::conjunctions::SimpleConjunctions));
+    rules.push(Arc::new(crate::decimal_arith::DecimalArithmetic));
     rules.push(Arc::new(RemoveFilterBarriers));
     rules
 }

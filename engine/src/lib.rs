@@ -10,6 +10,7 @@ mod buckets;
 mod catalog_status;
 mod conjunctions;
 mod contract;
+mod decimal_arith;
 mod delta_cache;
 mod delta_stats;
 pub mod demo;
