@@ -192,3 +192,33 @@ def test_http_query_spans_and_failures(traced) -> None:
     assert failed["attributes"]["rpc.grpc.status_code"] == "INVALID_ARGUMENT"
     for s in receiver.spans:
         assert "no_such_column" not in json.dumps(s["attributes"]), "SQL text is not a span attribute"
+
+
+def test_rust_log_chooses_what_is_logged(meshql_bin: Path, demo_dir: Path, tmp_path: Path) -> None:
+    """docs/http.md#logs: `RUST_LOG` filters the logs; a value that is not a filter is reported
+    at start, the default is used, and the server serves."""
+    mesh = tmp_path / "mesh"
+    shutil.copytree(demo_dir, mesh, ignore=shutil.ignore_patterns("audit"))
+    config = mesh / "meshql.toml"
+    args = ["serve", "--config", str(config), "--bind", "127.0.0.1:0"]
+
+    def run(rust_log: str) -> str:
+        log_name = f"stderr-{len(rust_log)}.log"
+        with running_server(
+            meshql_bin, args, config, tmp_path, env={"RUST_LOG": rust_log}, log_name=log_name
+        ) as srv:
+            with connect(srv, "admin") as conn:
+                cur = conn.cursor()
+                cur.execute("SELECT count(*) AS n FROM customers.customers")
+                assert cur.fetch_arrow_table().column("n").to_pylist()[0] > 0
+                cur.close()
+            return srv.stderr()
+
+    bad = run("meshql_engine=loud")
+    assert 'warning: RUST_LOG="meshql_engine=loud" is not a log filter' in bad, bad
+    # The default filter: meshql's own info lines.
+    assert "serving the mesh" in bad, bad
+
+    quiet = run("warn")
+    assert "not a log filter" not in quiet, quiet
+    assert "serving the mesh" not in quiet, quiet
