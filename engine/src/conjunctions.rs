@@ -25,7 +25,6 @@
 
 use std::any::Any;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::BooleanBufferBuilder;
@@ -151,25 +150,7 @@ pub(crate) struct AllOf {
     original: Arc<dyn PhysicalExpr>,
 }
 
-impl fmt::Display for AllOf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.original, f)
-    }
-}
-
-impl PartialEq for AllOf {
-    fn eq(&self, other: &Self) -> bool {
-        self.original.as_ref() == other.original.as_ref()
-    }
-}
-
-impl Eq for AllOf {}
-
-impl Hash for AllOf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.original.as_ref().hash(state);
-    }
-}
+crate::wrapper_expr::stands_for!(AllOf, original);
 
 fn none_true(rows: usize) -> ColumnarValue {
     ColumnarValue::Array(Arc::new(BooleanArray::new(

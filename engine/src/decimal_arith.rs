@@ -21,7 +21,6 @@
 
 use std::any::Any;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array};
@@ -189,25 +188,7 @@ pub(crate) struct FastDecimal {
     original: Arc<dyn PhysicalExpr>,
 }
 
-impl fmt::Display for FastDecimal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.original, f)
-    }
-}
-
-impl PartialEq for FastDecimal {
-    fn eq(&self, other: &Self) -> bool {
-        self.original.as_ref() == other.original.as_ref()
-    }
-}
-
-impl Eq for FastDecimal {}
-
-impl Hash for FastDecimal {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.original.as_ref().hash(state);
-    }
-}
+crate::wrapper_expr::stands_for!(FastDecimal, original);
 
 /// A decimal operand: its values (all of them, null slots included) and its precision and
 /// scale.

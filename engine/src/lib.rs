@@ -44,6 +44,7 @@ mod system;
 pub mod telemetry;
 mod time_travel;
 mod usage;
+mod wrapper_expr;
 
 pub use admission::AdmissionStats;
 pub use audit::{AuditRecord, AuditStats, WorkersUsed, AUDIT_ADMIN_GROUP};

@@ -64,7 +64,6 @@
 use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -380,25 +379,7 @@ impl AdaptiveRuntimeFilter {
     }
 }
 
-impl fmt::Display for AdaptiveRuntimeFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.inner, f)
-    }
-}
-
-impl PartialEq for AdaptiveRuntimeFilter {
-    fn eq(&self, other: &Self) -> bool {
-        self.inner.as_ref() == other.inner.as_ref()
-    }
-}
-
-impl Eq for AdaptiveRuntimeFilter {}
-
-impl Hash for AdaptiveRuntimeFilter {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.inner.as_ref().hash(state);
-    }
-}
+crate::wrapper_expr::stands_for!(AdaptiveRuntimeFilter, inner);
 
 impl PhysicalExpr for AdaptiveRuntimeFilter {
     fn data_type(&self, input_schema: &Schema) -> Result<DataType> {
