@@ -4,6 +4,11 @@
 //! Operators that can spill (sorts, hash aggregations, some joins) write to `spill_dir` when
 //! their reservation cannot grow; the others fail the query with `RESOURCE_EXHAUSTED` naming
 //! the limit that was reached. Either way only that query is affected.
+//!
+//! A query's pool lives as long as anything of the query does (every reservation, operator and
+//! task holds it), so [`LiveQueryPools`] counting the pools alive says when every query that
+//! ended has released all it reserved: a failed or cancelled query's tasks wind down after its
+//! error has reached the caller.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,24 @@ use datafusion::execution::memory_pool::{
 
 use crate::limits::size;
 
+/// How many query pools are alive (see the module header).
+#[derive(Debug)]
+pub(crate) struct LiveQueryPools(tokio::sync::watch::Sender<usize>);
+
+impl Default for LiveQueryPools {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(0))
+    }
+}
+
+impl LiveQueryPools {
+    /// Resolves once no query pool is alive.
+    pub(crate) async fn none_alive(&self) {
+        // The sender lives in `self`, so the wait cannot fail for want of it.
+        let _ = self.0.subscribe().wait_for(|alive| *alive == 0).await;
+    }
+}
+
 /// One query's share of the shared pool. Within the share, spillable consumers (a sort per
 /// partition, say) each get an equal part of what unspillable ones leave, as in DataFusion's
 /// `FairSpillPool`, so that one partition spills before it starves the others.
@@ -23,6 +46,8 @@ pub(crate) struct QueryPool {
     shared: Arc<dyn MemoryPool>,
     limit: usize,
     state: Mutex<State>,
+    /// Counts this pool while it is alive.
+    live: Arc<LiveQueryPools>,
 }
 
 #[derive(Debug, Default)]
@@ -33,16 +58,30 @@ struct State {
 }
 
 impl QueryPool {
-    pub(crate) fn new(shared: Arc<dyn MemoryPool>, limit: usize) -> Self {
+    pub(crate) fn new(
+        shared: Arc<dyn MemoryPool>,
+        limit: usize,
+        live: Arc<LiveQueryPools>,
+    ) -> Self {
+        live.0.send_modify(|alive| *alive += 1);
         Self {
             shared,
             limit,
             state: Mutex::new(State::default()),
+            live,
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for QueryPool {
+    fn drop(&mut self) {
+        self.live
+            .0
+            .send_modify(|alive| *alive = alive.saturating_sub(1));
     }
 }
 
@@ -170,7 +209,7 @@ mod tests {
     #[test]
     fn spillable_consumers_share_the_query_share() {
         let shared: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
-        let q: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(shared, 600));
+        let q: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(shared, 600, Arc::default()));
         let a = MemoryConsumer::new("sort[0]")
             .with_can_spill(true)
             .register(&q);
@@ -188,8 +227,11 @@ mod tests {
     #[test]
     fn a_query_stops_at_its_share_and_the_pool_at_its_size() {
         let shared: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
-        let q1: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(Arc::clone(&shared), 600));
-        let q2: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(Arc::clone(&shared), 600));
+        let live = Arc::new(LiveQueryPools::default());
+        let q1: Arc<dyn MemoryPool> =
+            Arc::new(QueryPool::new(Arc::clone(&shared), 600, Arc::clone(&live)));
+        let q2: Arc<dyn MemoryPool> =
+            Arc::new(QueryPool::new(Arc::clone(&shared), 600, Arc::clone(&live)));
         let r1 = MemoryConsumer::new("sort").register(&q1);
         r1.try_grow(500).unwrap();
         let err = r1.try_grow(200).unwrap_err().to_string();
@@ -205,5 +247,9 @@ mod tests {
         assert_eq!(q1.reserved(), 0);
         assert_eq!(shared.reserved(), 400);
         r2.try_grow(200).unwrap();
+        // The pools are counted while they are alive.
+        assert_eq!(*live.0.borrow(), 2);
+        drop((q1, r2, q2));
+        assert_eq!(*live.0.borrow(), 0);
     }
 }

@@ -122,6 +122,8 @@ struct Inner {
     settings_digest: std::sync::OnceLock<Arc<str>>,
     /// Statements planned since the engine started (`MeshEngine::statements_planned`).
     statements_planned: std::sync::atomic::AtomicU64,
+    /// The memory pools of queries still alive (`MeshEngine::queries_wound_down`).
+    live_query_pools: Arc<crate::memory::LiveQueryPools>,
     /// Declared last: dropped after everything that may still hold query tasks.
     queries: QueryRuntime,
 }
@@ -261,6 +263,7 @@ impl MeshEngine {
                 session_template: std::sync::OnceLock::new(),
                 settings_digest: std::sync::OnceLock::new(),
                 statements_planned: std::sync::atomic::AtomicU64::new(0),
+                live_query_pools: Arc::default(),
                 queries,
             }),
         })
@@ -319,6 +322,13 @@ impl MeshEngine {
     /// Queries running and queued.
     pub fn admission_stats(&self) -> AdmissionStats {
         self.inner.admission.stats()
+    }
+
+    /// Resolves once every query that ended has wound down: its operators and tasks are dropped
+    /// and all it reserved is released. A failed or cancelled query's tasks stop after its error
+    /// has reached the caller; this waits for that (and for queries still running).
+    pub async fn queries_wound_down(&self) {
+        self.inner.live_query_pools.none_alive().await
     }
 
     /// Bytes reserved in the shared memory pool, and its size.
@@ -948,6 +958,7 @@ impl QuerySession {
         runtime.memory_pool = Arc::new(QueryPool::new(
             Arc::clone(&inner.runtime.memory_pool),
             usize::try_from(inner.limits.query_memory_limit).unwrap_or(usize::MAX),
+            Arc::clone(&inner.live_query_pools),
         ));
         Arc::new(runtime)
     }

@@ -1770,11 +1770,12 @@ async fn a_query_past_its_memory_share_spills_or_fails_alone() {
     );
     // Nothing stays reserved once the failed query's tasks have wound down, and the engine
     // answers.
-    let mut waited = 0;
-    while engine.memory_reserved().0 != 0 && waited < 100 {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        waited += 1;
-    }
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        engine.queries_wound_down(),
+    )
+    .await
+    .expect("the failed query's tasks did not wind down within 10 s");
     assert_eq!(engine.memory_reserved().0, 0);
     query_as(&engine, "guest", "SELECT 1").await.unwrap();
 }
