@@ -14,12 +14,16 @@
 //! ```
 //!
 //! `seconds` covers planning and pulling every batch of the result (what a client waits for),
-//! `plan_seconds` the part until the stream exists (session, catalog, planning, physical plan);
+//! `plan_seconds` the part until the stream exists (session, catalog, planning, physical plan),
+//! `logical_seconds` the part until the statement's logical plan exists (session, parsing,
+//! catalog resolution, policies);
 //! writing the result to `out` (Arrow IPC file, for the harness's answer cross-check) happens
-//! after the clock stops. `bytes` is the in-memory Arrow size of the result.
+//! after the clock stops. `bytes` is the in-memory Arrow size of the result. With
+//! `"plan_only": true` the stream is dropped unread once planned (for profiling the planner).
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
@@ -92,8 +96,21 @@ async fn run_one(engine: &MeshEngine, request: &Value) -> Result<Value, String> 
     let principal = principal(&engine.mesh(), user)?;
     let started = Instant::now();
     let session = engine.session(principal).map_err(|e| e.to_string())?;
-    let (schema, mut stream) = session.sql(sql).await.map_err(|e| e.to_string())?;
+    let planned_query = session.plan_sql(sql).await.map_err(|e| e.to_string())?;
+    let logical = started.elapsed().as_secs_f64();
+    let schema = Arc::clone(&planned_query.schema);
+    let mut stream = session
+        .execute(planned_query)
+        .await
+        .map_err(|e| e.to_string())?;
     let planned = started.elapsed().as_secs_f64();
+    if request["plan_only"].as_bool().unwrap_or(false) {
+        // Planning alone (profiles of the planner): the stream is dropped unread.
+        return Ok(
+            json!({"ok": true, "seconds": planned, "plan_seconds": planned,
+            "logical_seconds": logical}),
+        );
+    }
     let (mut rows, mut bytes, mut count) = (0usize, 0usize, 0usize);
     let mut kept = Vec::new();
     while let Some(batch) = stream.next().await {
@@ -110,8 +127,8 @@ async fn run_one(engine: &MeshEngine, request: &Value) -> Result<Value, String> 
         write_ipc(&path, &schema, &kept)?;
     }
     Ok(
-        json!({"ok": true, "seconds": seconds, "plan_seconds": planned, "rows": rows,
-        "batches": count, "bytes": bytes}),
+        json!({"ok": true, "seconds": seconds, "plan_seconds": planned,
+        "logical_seconds": logical, "rows": rows, "batches": count, "bytes": bytes}),
     )
 }
 
