@@ -24,7 +24,6 @@
 //! as DataFusion does) and everything planned before this rule are unchanged.
 
 use std::any::Any;
-use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::BooleanBufferBuilder;
@@ -43,11 +42,9 @@ use datafusion::physical_expr::expressions::{
 };
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion_proto::protobuf::PhysicalExprNode;
 
 /// Gives filters made of simple comparisons an [`AllOf`] predicate.
 #[derive(Debug)]
@@ -267,14 +264,8 @@ impl PhysicalExpr for AllOf {
         }))
     }
 
-    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.original.fmt_sql(f)
-    }
-
-    /// On the wire, the predicate it replaces.
-    fn try_to_proto(&self, ctx: &PhysicalExprEncodeCtx<'_>) -> Result<Option<PhysicalExprNode>> {
-        ctx.encode_child(&self.original).map(Some)
-    }
+    // On the wire, the expression it replaces.
+    crate::wrapper_expr::stands_for_in_sql_and_on_the_wire!(original);
 }
 
 #[cfg(test)]

@@ -20,7 +20,6 @@
 //! evaluates it as DataFusion does) and everything planned before this rule are unchanged.
 
 use std::any::Any;
-use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Decimal128Array};
@@ -36,12 +35,10 @@ use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr_common::datum::apply;
-use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion_proto::protobuf::PhysicalExprNode;
 
 /// Gives decimal arithmetic in projections and aggregation arguments a [`FastDecimal`] wrapper.
 #[derive(Debug)]
@@ -349,14 +346,8 @@ impl PhysicalExpr for FastDecimal {
         }))
     }
 
-    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.original.fmt_sql(f)
-    }
-
-    /// On the wire, the `BinaryExpr` it replaces.
-    fn try_to_proto(&self, ctx: &PhysicalExprEncodeCtx<'_>) -> Result<Option<PhysicalExprNode>> {
-        ctx.encode_child(&self.original).map(Some)
-    }
+    // On the wire, the expression it replaces.
+    crate::wrapper_expr::stands_for_in_sql_and_on_the_wire!(original);
 }
 
 #[cfg(test)]

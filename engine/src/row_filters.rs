@@ -63,7 +63,6 @@
 
 use std::any::Any;
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -86,7 +85,6 @@ use datafusion::physical_expr::expressions::{
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_expr::utils::reassign_expr_columns;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr_common::physical_expr::proto_encode::PhysicalExprEncodeCtx;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
@@ -94,7 +92,6 @@ use datafusion::physical_plan::joins::{HashExpr, HashJoinExec, HashTableLookupEx
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion_proto::protobuf::PhysicalExprNode;
 
 /// Enables Parquet row filters on the scans whose predicate is only runtime filters.
 #[derive(Debug)]
@@ -431,20 +428,14 @@ impl PhysicalExpr for AdaptiveRuntimeFilter {
         }
     }
 
-    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.fmt_sql(f)
-    }
-
     /// The wrapped filter's snapshot (taken by the recursion before this is called) is this
     /// node's: statistics pruning sees the whole filter.
     fn snapshot(&self) -> Result<Option<Arc<dyn PhysicalExpr>>> {
         Ok(Some(Arc::clone(&self.inner)))
     }
 
-    /// On the wire the wrapper is the filter itself: a worker evaluates it as DataFusion does.
-    fn try_to_proto(&self, ctx: &PhysicalExprEncodeCtx<'_>) -> Result<Option<PhysicalExprNode>> {
-        ctx.encode_child(&self.inner).map(Some)
-    }
+    // On the wire the wrapper is the filter itself: a worker evaluates it as DataFusion does.
+    crate::wrapper_expr::stands_for_in_sql_and_on_the_wire!(inner);
 }
 
 /// `form` with every partition-routed `IN` list made one list of every partition's keys.
