@@ -1,8 +1,9 @@
 //! Delta snapshot cache: a product's latest Delta snapshot is kept and reused for
 //! `catalog.refresh_interval`; after that the next query brings it up to date incrementally
 //! (reading only the new commits), instead of replaying the log on every query.
-//! Time-travel reads bypass the cache. The column statistics folded from a table's log
-//! ([`crate::delta_stats`]) are kept beside it, once per version.
+//! Time-travel reads bypass the cache. What is kept per version (the column statistics folded
+//! from the log, [`crate::delta_stats`], and a plain version's files, [`crate::delta_files`])
+//! is kept beside it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,15 +13,15 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use deltalake::DeltaTable;
 use url::Url;
 
-use crate::delta_stats::LogStatistics;
+use crate::delta_files::VersionFacts;
 use crate::product::{open_delta, ReadFailure};
 
 #[derive(Debug)]
 pub(crate) struct DeltaCache {
     refresh: Duration,
     tables: Mutex<HashMap<String, (DeltaTable, Instant)>>,
-    /// Per table URL: the version last folded and its column statistics.
-    statistics: Mutex<HashMap<String, (i64, LogStatistics)>>,
+    /// Per table URL: the version last read and what is kept of it.
+    versions: Mutex<HashMap<String, (i64, VersionFacts)>>,
 }
 
 impl DeltaCache {
@@ -28,30 +29,30 @@ impl DeltaCache {
         Self {
             refresh,
             tables: Mutex::new(HashMap::new()),
-            statistics: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The column statistics of the table at `url` as of `version`: `compute`d once per
-    /// version (every time when the version is unknown).
-    pub(crate) fn log_statistics(
+    /// What is kept of the table at `url` as of `version` (see [`VersionFacts`]): `compute`d
+    /// once per version (every time when the version is unknown).
+    pub(crate) fn version_facts(
         &self,
         url: &Url,
         version: Option<i64>,
-        compute: impl FnOnce() -> LogStatistics,
-    ) -> LogStatistics {
+        compute: impl FnOnce() -> VersionFacts,
+    ) -> VersionFacts {
         let Some(version) = version else {
             return compute();
         };
         let key = url.to_string();
-        let lock = || self.statistics.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = || self.versions.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((v, kept)) = lock().get(&key) {
             if *v == version {
-                return Arc::clone(kept);
+                return kept.clone();
             }
         }
         let computed = compute();
-        lock().insert(key, (version, Arc::clone(&computed)));
+        lock().insert(key, (version, computed.clone()));
         computed
     }
 

@@ -16,7 +16,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, Schema};
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, ScalarValue};
@@ -27,14 +27,15 @@ pub(crate) type LogStatistics = Arc<HashMap<String, ColumnStatistics>>;
 
 /// The statistics the log of `table` has for the columns of `schema` (see the module docs);
 /// empty when the log has none or cannot be read as a table of files.
-pub(crate) fn log_statistics(table: &DeltaTable, schema: &Schema) -> LogStatistics {
+/// The version's add actions, flattened (`min.<column>`, `max.<column>`, ...); None when the
+/// log cannot be read as a table of files.
+pub(crate) fn add_actions(table: &DeltaTable) -> Option<RecordBatch> {
+    table.snapshot().ok()?.add_actions_table(true).ok()
+}
+
+/// The statistics of `files` (a version's flattened add actions) for the columns of `schema`.
+pub(crate) fn from_add_actions(files: &RecordBatch, schema: &Schema) -> LogStatistics {
     let mut out = HashMap::new();
-    let Ok(state) = table.snapshot() else {
-        return Arc::new(out);
-    };
-    let Ok(files) = state.add_actions_table(true) else {
-        return Arc::new(out);
-    };
     if files.num_rows() == 0 {
         return Arc::new(out);
     }
@@ -70,7 +71,7 @@ pub(crate) fn log_statistics(table: &DeltaTable, schema: &Schema) -> LogStatisti
 }
 
 /// Types whose log statistics bound the values exactly.
-fn bounded(t: &DataType) -> bool {
+pub(crate) fn bounded(t: &DataType) -> bool {
     t.is_integer()
         || t.is_floating()
         || matches!(

@@ -12,6 +12,7 @@ mod conjunctions;
 mod contract;
 mod decimal_arith;
 mod delta_cache;
+mod delta_files;
 mod delta_stats;
 pub mod demo;
 mod error;

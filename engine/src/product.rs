@@ -336,12 +336,17 @@ async fn resolve_delta(
         .with_session(Arc::new(scan_state(runtime, config)))
         .await
         .map_err(|e| ReadFailure::new(format!("cannot read the Delta table: {e}"), e))?;
-    let fold = || crate::delta_stats::log_statistics(&table, provider.schema().as_ref());
-    let statistics = match (as_of, cache) {
-        (None, Some(cache)) => cache.log_statistics(url, version, fold),
+    let schema = provider.schema();
+    let fold = || crate::delta_files::version_facts(&table, schema.as_ref());
+    let facts = match (as_of, cache) {
+        (None, Some(cache)) => cache.version_facts(url, version, fold),
         _ => fold(),
     };
-    Ok((provider, version, statistics))
+    let provider: Arc<dyn TableProvider> = match facts.plain {
+        Some(files) => Arc::new(crate::delta_files::PlainDeltaTable::new(schema, files)),
+        None => provider,
+    };
+    Ok((provider, version, facts.statistics))
 }
 
 fn describe(e: &datafusion::error::DataFusionError) -> String {

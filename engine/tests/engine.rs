@@ -13,6 +13,10 @@ use meshql_engine::{EngineError, MeshEngine};
 #[path = "engine/quality.rs"]
 mod quality;
 
+// Plain Delta versions read as their Parquet files; the others by deltalake (issue 13).
+#[path = "engine/delta_files.rs"]
+mod delta_files;
+
 // Hot reload of the catalog.
 #[path = "engine/reload.rs"]
 mod reload;

@@ -1,0 +1,345 @@
+//! Plain Delta versions read as Parquet: a Delta version whose files need no per-file
+//! transformation is scanned as a Parquet scan of exactly that version's files.
+//!
+//! deltalake's scan replays the version's add actions through the Delta kernel on every scan
+//! (parsing each file's statistics JSON for data skipping) and splits its output batches by
+//! file; on short queries that was most of the gap between a Delta product and the same data as
+//! Parquet. Most versions need nothing of what that machinery is for, so a version is read here
+//! when it is *plain*:
+//!
+//! - the protocol asks no more of a reader than version 1, or version 3 with only reader
+//!   features that do not change how a file's rows are read (`timestampNtz`, `v2Checkpoint`,
+//!   `vacuumProtocolCheck`, and `deletionVectors` while no file has one);
+//! - no column mapping (`delta.columnMapping.mode` absent or `none`) and no partition columns
+//!   (their values live in the log, not in the files);
+//! - only flat columns (nested fields' nullability may differ between the log and the files);
+//! - every file path is relative to the table root (no shallow-clone absolute paths).
+//!
+//! Anything else is read by deltalake as before. The file list, sizes and row counts come from
+//! the version's log once per version (the [`crate::delta_cache`] keeps them beside the log
+//! statistics), so a scan does no listing and no `HEAD`: a file the log names but the store
+//! no longer has fails the query with the store's "not found" (a vacuumed version is an error,
+//! never silently fewer rows). Each file carries the log's per-file minimum, maximum and null
+//! count for the types [`crate::delta_stats`] trusts (floats excepted: a file's NaNs are not in
+//! its bounds), so a filter skips files before their footers are read, as deltalake's data
+//! skipping did. The scan reports the statistics deltalake's did: rows per file from the log,
+//! bytes as the files' sizes, and the log's column statistics through the product's scan.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTable;
+use object_store::path::Path;
+use object_store::ObjectMeta;
+use url::Url;
+
+use crate::delta_stats::LogStatistics;
+
+/// Reader features that do not change how a plain file's rows are read.
+const HARMLESS_READER_FEATURES: [&str; 4] = [
+    "timestampNtz",
+    "v2Checkpoint",
+    "vacuumProtocolCheck",
+    // Only while no file has a deletion vector (checked per file).
+    "deletionVectors",
+];
+
+/// The files of a plain Delta version (see the module docs).
+#[derive(Debug)]
+pub(crate) struct PlainFiles {
+    store: ObjectStoreUrl,
+    files: Vec<PartitionedFile>,
+    num_rows: Precision<usize>,
+    bytes: usize,
+}
+
+/// What is kept per Delta version: the log's column statistics, and the version's files when
+/// it is plain.
+#[derive(Debug, Clone)]
+pub(crate) struct VersionFacts {
+    pub(crate) statistics: LogStatistics,
+    pub(crate) plain: Option<Arc<PlainFiles>>,
+}
+
+/// The facts of `table`'s version for the columns of `schema` (one pass over its add actions).
+pub(crate) fn version_facts(table: &DeltaTable, schema: &Schema) -> VersionFacts {
+    let Some(actions) = crate::delta_stats::add_actions(table) else {
+        return VersionFacts {
+            statistics: LogStatistics::default(),
+            plain: None,
+        };
+    };
+    let plain = match plain_files(table, schema, &actions) {
+        Ok(files) => Some(files),
+        Err(why) => {
+            tracing::debug!(table = %table.log_store().root_url(), "read by deltalake: {why}");
+            None
+        }
+    };
+    VersionFacts {
+        statistics: crate::delta_stats::from_add_actions(&actions, schema),
+        plain,
+    }
+}
+
+/// The files of `table`'s version when it is plain, from its add actions (`actions`, as
+/// `add_actions_table(true)` flattens them); otherwise why not, for the log.
+fn plain_files(
+    table: &DeltaTable,
+    schema: &Schema,
+    actions: &RecordBatch,
+) -> Result<Arc<PlainFiles>, String> {
+    let state = table.snapshot().map_err(|e| e.to_string())?;
+    let protocol = state.protocol();
+    match protocol.min_reader_version() {
+        1 => {}
+        3 => {
+            for feature in protocol.reader_features().unwrap_or_default() {
+                let name: &str = feature.as_ref();
+                if !HARMLESS_READER_FEATURES.contains(&name) {
+                    return Err(format!("reader feature {name}"));
+                }
+            }
+        }
+        v => return Err(format!("reader version {v}")),
+    }
+    let metadata = state.metadata();
+    if !metadata.partition_columns().is_empty() {
+        return Err("partition columns".to_string());
+    }
+    if let Some(mode) = metadata.configuration().get("delta.columnMapping.mode") {
+        if !mode.eq_ignore_ascii_case("none") {
+            return Err(format!("column mapping mode {mode}"));
+        }
+    }
+    if let Some(field) = schema.fields().iter().find(|f| f.data_type().is_nested()) {
+        return Err(format!("nested column {}", field.name()));
+    }
+    let deletion_vectors = actions
+        .schema()
+        .fields()
+        .iter()
+        .zip(actions.columns())
+        .any(|(f, c)| f.name().starts_with("deletion_vector") && c.null_count() < c.len());
+    if deletion_vectors {
+        return Err("deletion vectors".to_string());
+    }
+
+    let mut root = table.log_store().root_url().clone();
+    if !root.path().ends_with('/') {
+        let path = format!("{}/", root.path());
+        root.set_path(&path);
+    }
+    let store = ObjectStoreUrl::parse(&root[..url::Position::BeforePath])
+        .map_err(|e| format!("table root: {e}"))?;
+    let column = |name: &str, to: &DataType| {
+        let c = actions
+            .column_by_name(name)
+            .ok_or_else(|| format!("no {name} in the add actions"))?;
+        arrow::compute::cast(c, to).map_err(|e| format!("{name}: {e}"))
+    };
+    let paths = column("path", &DataType::Utf8)?;
+    let paths = paths.as_string::<i32>();
+    let sizes = column("size_bytes", &DataType::Int64)?;
+    let sizes = sizes.as_primitive::<Int64Type>();
+    let records = column("num_records", &DataType::Int64)?;
+    let records = records.as_primitive::<Int64Type>();
+    let bounds = FileBounds::new(schema, actions);
+
+    let mut files = Vec::with_capacity(actions.num_rows());
+    let mut num_rows = Some(0usize);
+    let mut bytes = 0usize;
+    for i in 0..actions.num_rows() {
+        let raw = paths.value(i);
+        if Url::parse(raw).is_ok() {
+            return Err("absolute file paths".to_string());
+        }
+        let url = root
+            .join(raw)
+            .map_err(|e| format!("file path {raw}: {e}"))?;
+        let location =
+            Path::from_url_path(url.path()).map_err(|e| format!("file path {raw}: {e}"))?;
+        let size = u64::try_from(sizes.value(i)).map_err(|_| format!("size of {raw}"))?;
+        let rows = (records.is_valid(i))
+            .then(|| usize::try_from(records.value(i)).ok())
+            .flatten();
+        num_rows = num_rows.zip(rows).map(|(a, b)| a + b);
+        let size_usize = usize::try_from(size).unwrap_or(usize::MAX);
+        bytes = bytes.saturating_add(size_usize);
+        let meta = ObjectMeta {
+            location,
+            // As deltalake's scan does: the footer cache then serves both readers of a file
+            // (Delta files are never rewritten in place).
+            last_modified: Utc.timestamp_nanos(0),
+            size,
+            e_tag: None,
+            version: None,
+        };
+        let statistics = Statistics {
+            num_rows: rows.map_or(Precision::Absent, Precision::Exact),
+            total_byte_size: Precision::Exact(size_usize),
+            column_statistics: bounds.of_file(i),
+        };
+        files.push(PartitionedFile::from(meta).with_statistics(Arc::new(statistics)));
+    }
+    Ok(Arc::new(PlainFiles {
+        store,
+        files,
+        num_rows: num_rows.map_or(Precision::Absent, Precision::Exact),
+        bytes,
+    }))
+}
+
+/// Per-file column statistics from the flattened add actions, as exact figures: the log
+/// records each file's own minimum, maximum and null count, and DataFusion prunes a file only
+/// by exact ones. (The table's statistics stay inexact, see [`crate::delta_stats`].)
+struct FileBounds {
+    /// Per column of the schema: its `min.`, `max.` and `null_count.` columns when its type is
+    /// trusted for pruning.
+    columns: Vec<Option<[Arc<dyn Array>; 3]>>,
+    types: Vec<DataType>,
+}
+
+impl FileBounds {
+    fn new(schema: &Schema, actions: &RecordBatch) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if f.data_type().is_floating() || !crate::delta_stats::bounded(f.data_type()) {
+                    return None;
+                }
+                let get = |prefix: &str| {
+                    actions
+                        .column_by_name(&format!("{prefix}.{}", f.name()))
+                        .cloned()
+                };
+                Some([get("min")?, get("max")?, get("null_count")?])
+            })
+            .collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Self { columns, types }
+    }
+
+    fn of_file(&self, row: usize) -> Vec<ColumnStatistics> {
+        self.columns
+            .iter()
+            .zip(&self.types)
+            .map(|(column, to)| {
+                let Some([min, max, nulls]) = column else {
+                    return ColumnStatistics::new_unknown();
+                };
+                let value = |a: &Arc<dyn Array>| {
+                    if a.is_null(row) {
+                        return Precision::Absent;
+                    }
+                    ScalarValue::try_from_array(a, row)
+                        .and_then(|v| v.cast_to(to))
+                        .map_or(Precision::Absent, Precision::Exact)
+                };
+                let null_count = match value(nulls) {
+                    Precision::Exact(v) => match v.cast_to(&DataType::UInt64) {
+                        Ok(ScalarValue::UInt64(Some(n))) => {
+                            usize::try_from(n).map_or(Precision::Absent, Precision::Exact)
+                        }
+                        _ => Precision::Absent,
+                    },
+                    _ => Precision::Absent,
+                };
+                ColumnStatistics {
+                    min_value: value(min),
+                    max_value: value(max),
+                    null_count,
+                    ..ColumnStatistics::new_unknown()
+                }
+            })
+            .collect()
+    }
+}
+
+/// A plain Delta version as a table: a Parquet scan of exactly its files.
+#[derive(Debug)]
+pub(crate) struct PlainDeltaTable {
+    schema: SchemaRef,
+    files: Arc<PlainFiles>,
+}
+
+impl PlainDeltaTable {
+    /// `schema` is the table's schema as deltalake reads it, so both readers return the same
+    /// types.
+    pub(crate) fn new(schema: SchemaRef, files: Arc<PlainFiles>) -> Self {
+        Self { schema, files }
+    }
+}
+
+#[async_trait]
+impl TableProvider for PlainDeltaTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters prune (files by the log's bounds, row groups by the footers) and are applied
+        // again above the scan, as for a Parquet product.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.files.files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from(Arc::clone(&self.schema)));
+        let groups = FileGroup::new(self.files.files.clone())
+            .split_files(state.config().target_partitions().max(1));
+        let statistics = Statistics {
+            num_rows: self.files.num_rows,
+            total_byte_size: Precision::Exact(self.files.bytes),
+            column_statistics: vec![ColumnStatistics::new_unknown(); self.schema.fields().len()],
+        };
+        let config = FileScanConfigBuilder::new(self.files.store.clone(), source)
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
