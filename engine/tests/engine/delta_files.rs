@@ -96,14 +96,11 @@ async fn a_file_gone_from_a_plain_version_fails_the_query_instead_of_dropping_ro
     assert!(n > 0);
 }
 
-#[tokio::test]
-async fn a_partitioned_delta_table_is_read_by_deltalake_with_the_same_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = demo_mesh(dir.path()).await;
-    let engine = fresh_engine(&config);
-    // sales.orders_by_region: the orders again, partitioned by region.
-    let rows = query(&engine, "SELECT * FROM sales.orders").await.unwrap();
-    let location = dir.path().join("buckets/sales/orders_by_region");
+/// Adds `sales.orders_by_region`: the orders again, as a Delta table partitioned by region
+/// (read by deltalake), under the contract of `sales.orders`.
+async fn add_partitioned_orders(engine: &MeshEngine, dir: &Path) {
+    let rows = query(engine, "SELECT * FROM sales.orders").await.unwrap();
+    let location = dir.join("buckets/sales/orders_by_region");
     std::fs::create_dir_all(&location).unwrap();
     deltalake::DeltaTable::try_from_url(url::Url::from_directory_path(&location).unwrap())
         .await
@@ -113,13 +110,19 @@ async fn a_partitioned_delta_table_is_read_by_deltalake_with_the_same_answers() 
         .with_save_mode(deltalake::protocol::SaveMode::Append)
         .await
         .unwrap();
-    let products = dir.path().join("catalog/sales/products");
+    let products = dir.join("catalog/sales/products");
     let manifest = std::fs::read_to_string(products.join("orders.toml")).unwrap();
     let contract = manifest[..manifest.find("[[inputs]]").unwrap()]
         .replace("name = \"orders\"", "name = \"orders_by_region\"")
         .replace("location = \"orders\"", "location = \"orders_by_region\"");
     std::fs::write(products.join("orders_by_region.toml"), contract).unwrap();
+}
 
+#[tokio::test]
+async fn a_partitioned_delta_table_is_read_by_deltalake_with_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    add_partitioned_orders(&fresh_engine(&config), dir.path()).await;
     let engine = fresh_engine(&config);
     let by_region = |table: &str| {
         format!(
@@ -141,4 +144,94 @@ async fn a_partitioned_delta_table_is_read_by_deltalake_with_the_same_answers() 
     )
     .await;
     assert!(plan.contains("DeltaScan"), "{plan}");
+}
+
+/// What a Delta product's scan tells the planner, so that joins are sized: a plain version the
+/// statistics of its footers, as a Parquet product (bounds, and the size of the columns read);
+/// a version deltalake reads, the bounds from its log (deltalake's scan gives none without a
+/// predicate) and no byte size (deltalake's is the whole files'). Under a policy no bounds
+/// cross the barrier.
+#[tokio::test]
+async fn a_delta_scan_reports_bounds_and_sizes_for_join_planning() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    use datafusion::common::stats::Precision;
+    use datafusion::common::Statistics;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    use datafusion::scalar::ScalarValue;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    add_partitioned_orders(&fresh_engine(&config), dir.path()).await;
+    let engine = fresh_engine(&config);
+    let real = query(
+        &engine,
+        "SELECT min(order_id), max(order_id) FROM sales.orders",
+    )
+    .await
+    .unwrap();
+    let bound = |i: usize| real[0].column(i).as_primitive::<Int64Type>().value(0);
+    let (lo, hi) = (bound(0), bound(1));
+    assert!(lo < hi);
+    let stats_as = |user: &'static str, table: &'static str| {
+        let engine = &engine;
+        async move {
+            let session = engine.session(super::principal(engine, user)).unwrap();
+            let planned = session
+                .plan_sql(&format!("SELECT order_id FROM sales.{table}"))
+                .await
+                .unwrap();
+            let plan = session.physical_plan(&planned).await.unwrap();
+            StatisticsContext::new()
+                .compute(plan.as_ref(), &StatisticsArgs::new())
+                .unwrap()
+        }
+    };
+    let value = |p: &Precision<ScalarValue>| p.get_value().cloned();
+    let bounds = |s: &Statistics| {
+        (
+            value(&s.column_statistics[0].min_value),
+            value(&s.column_statistics[0].max_value),
+        )
+    };
+    let known = (
+        Some(ScalarValue::Int64(Some(lo))),
+        Some(ScalarValue::Int64(Some(hi))),
+    );
+
+    // The plain version: the footers' figures, as for the same data in Parquet.
+    let plain = stats_as("admin", "orders").await;
+    assert_eq!(bounds(&plain), known);
+    assert_eq!(plain.column_statistics[0].null_count.get_value(), Some(&0));
+    assert!(plain.num_rows.get_value().is_some_and(|n| *n == 5000));
+    let size = *plain.total_byte_size.get_value().expect("a byte size");
+    assert!(size > 0);
+    // The size is that of the one column read, not of the whole files.
+    let files: u64 = order_files(dir.path())
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!((size as u64) < files, "{size} of {files}");
+
+    // Read by deltalake: bounds from the log, as estimates; no byte size.
+    let by_deltalake = stats_as("admin", "orders_by_region").await;
+    assert_eq!(
+        by_deltalake.column_statistics[0].min_value,
+        Precision::Inexact(ScalarValue::Int64(Some(lo)))
+    );
+    assert_eq!(
+        by_deltalake.column_statistics[0].max_value,
+        Precision::Inexact(ScalarValue::Int64(Some(hi)))
+    );
+    assert_eq!(
+        by_deltalake.column_statistics[0].null_count,
+        Precision::Inexact(0)
+    );
+    assert!(by_deltalake.num_rows.get_value().is_some_and(|n| *n > 0));
+    assert_eq!(by_deltalake.total_byte_size, Precision::Absent);
+
+    // eu_analyst reads sales.orders through a row filter: no bounds cross the barrier.
+    let policed = stats_as("eu_analyst", "orders").await;
+    assert_eq!(bounds(&policed), (None, None));
+    assert!(policed.num_rows.get_value().is_some());
 }
