@@ -27,8 +27,10 @@
 //! columns read), read once per version on its first scan, so a Delta product is planned as the
 //! same data in Parquet is. (deltalake's scan reports the files' whole size and no column
 //! bounds; joins were then chosen by row counts, and TPC-H Q7 built its hash table from
-//! 1.8 M `lineitem` rows instead of 120 K orders.) When a footer cannot be read it reports the
-//! log's row counts and file sizes, as deltalake did.
+//! 1.8 M `lineitem` rows instead of 120 K orders.) When a footer cannot be read, or the version
+//! has more than [`FOOTER_STATISTICS_MAX_FILES`] files, it reports the log's row counts and file
+//! sizes, as deltalake did; beyond [`FILE_BOUNDS_MAX_CELLS`] files × columns the files carry no
+//! bounds (memory), and filters prune by footers only.
 
 use std::sync::Arc;
 
@@ -67,9 +69,33 @@ const HARMLESS_READER_FEATURES: [&str; 4] = [
     "deletionVectors",
 ];
 
+/// Up to this many files × columns, each file carries the log's bounds (a vector of column
+/// statistics per file; beyond it a file carries its row count and size only, and filters skip
+/// row groups by the footers, not whole files by the log).
+const FILE_BOUNDS_MAX_CELLS: usize = 250_000;
+
+/// Up to this many files, the version's first scan reads every footer for the planner's
+/// statistics; beyond it (a table of many small files, where that would be a request per file
+/// before the first query runs) the scan reports the log's row counts and sizes, as deltalake's
+/// did.
+const FOOTER_STATISTICS_MAX_FILES: usize = 1_000;
+
+/// How much of a version the reader keeps and reads (the constants above; smaller in tests).
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    bounds_cells: usize,
+    footer_files: usize,
+}
+
+const LIMITS: Limits = Limits {
+    bounds_cells: FILE_BOUNDS_MAX_CELLS,
+    footer_files: FOOTER_STATISTICS_MAX_FILES,
+};
+
 /// The files of a plain Delta version (see the module docs).
 #[derive(Debug)]
 pub(crate) struct PlainFiles {
+    limits: Limits,
     store: ObjectStoreUrl,
     files: Vec<PartitionedFile>,
     num_rows: Precision<usize>,
@@ -95,7 +121,7 @@ pub(crate) fn version_facts(table: &DeltaTable, schema: &Schema) -> VersionFacts
             plain: None,
         };
     };
-    let plain = match plain_files(table, schema, &actions) {
+    let plain = match plain_files(table, schema, &actions, LIMITS) {
         Ok(files) => Some(files),
         Err(why) => {
             tracing::debug!(table = %table.log_store().root_url(), "read by deltalake: {why}");
@@ -114,6 +140,7 @@ fn plain_files(
     table: &DeltaTable,
     schema: &Schema,
     actions: &RecordBatch,
+    limits: Limits,
 ) -> Result<Arc<PlainFiles>, String> {
     let state = table.snapshot().map_err(|e| e.to_string())?;
     let protocol = state.protocol();
@@ -170,7 +197,8 @@ fn plain_files(
     let sizes = sizes.as_primitive::<Int64Type>();
     let records = column("num_records", &DataType::Int64)?;
     let records = records.as_primitive::<Int64Type>();
-    let bounds = FileBounds::new(schema, actions);
+    let bounds = (actions.num_rows().saturating_mul(schema.fields().len()) <= limits.bounds_cells)
+        .then(|| FileBounds::new(schema, actions));
 
     let mut files = Vec::with_capacity(actions.num_rows());
     let mut num_rows = Some(0usize);
@@ -204,11 +232,13 @@ fn plain_files(
         let statistics = Statistics {
             num_rows: rows.map_or(Precision::Absent, Precision::Exact),
             total_byte_size: Precision::Exact(size_usize),
-            column_statistics: bounds.of_file(i),
+            // Without bounds, no per-file column vector at all (as deltalake's scan does).
+            column_statistics: bounds.as_ref().map_or_else(Vec::new, |b| b.of_file(i)),
         };
         files.push(PartitionedFile::from(meta).with_statistics(Arc::new(statistics)));
     }
     Ok(Arc::new(PlainFiles {
+        limits,
         store,
         files,
         num_rows: num_rows.map_or(Precision::Absent, Precision::Exact),
@@ -363,13 +393,16 @@ impl TableProvider for PlainDeltaTable {
 /// The statistics of `files` taken from their footers, merged as a Parquet product's listing
 /// merges them (the footers land in the engine's footer cache, where the scan finds them);
 /// None when a footer cannot be read (the scan then reports the log's figures, and reading the
-/// file fails the query).
+/// file fails the query) or the version has more than [`FOOTER_STATISTICS_MAX_FILES`] files.
 async fn footer_statistics(
     state: &dyn Session,
     format: &ParquetFormat,
     schema: &SchemaRef,
     files: &PlainFiles,
 ) -> Option<Statistics> {
+    if files.files.len() > files.limits.footer_files {
+        return None;
+    }
     let store = state.runtime_env().object_store(&files.store).ok()?;
     let concurrency = state
         .config_options()
@@ -391,5 +424,109 @@ async fn footer_statistics(
             tracing::debug!(store = %files.store, "footer statistics of a Delta version: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::Field;
+    use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+    use datafusion::prelude::SessionContext;
+
+    /// A Delta table of two commits (ids 1..=3, then 10..=12) and what `plain_files` sees of it.
+    async fn two_commits(dir: &std::path::Path) -> (DeltaTable, SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let url = Url::from_directory_path(dir).unwrap();
+        let mut table = DeltaTable::try_from_url(url).await.unwrap();
+        for ids in [[1, 2, 3], [10, 11, 12]] {
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(ids.to_vec()))],
+            )
+            .unwrap();
+            table = table
+                .write(vec![batch])
+                .with_save_mode(deltalake::protocol::SaveMode::Append)
+                .await
+                .unwrap();
+        }
+        let actions = crate::delta_stats::add_actions(&table).unwrap();
+        (table, schema, actions)
+    }
+
+    async fn scan_statistics(schema: &SchemaRef, files: Arc<PlainFiles>) -> Statistics {
+        let state = SessionContext::new().state();
+        let plan = PlainDeltaTable::new(Arc::clone(schema), files)
+            .scan(&state, None, &[], None)
+            .await
+            .unwrap();
+        let stats = StatisticsContext::new()
+            .compute(plan.as_ref(), &StatisticsArgs::new())
+            .unwrap();
+        Arc::unwrap_or_clone(stats)
+    }
+
+    #[tokio::test]
+    async fn files_carry_the_logs_bounds_within_the_cell_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, schema, actions) = two_commits(dir.path()).await;
+        let files = plain_files(&table, &schema, &actions, LIMITS).unwrap();
+        let mut bounds: Vec<_> = files
+            .files
+            .iter()
+            .map(|f| {
+                let s = f.statistics.as_ref().unwrap();
+                assert_eq!(s.num_rows, Precision::Exact(3));
+                let id = &s.column_statistics[0];
+                (id.min_value.clone(), id.max_value.clone(), id.null_count)
+            })
+            .collect();
+        bounds.sort_by_key(|(min, _, _)| format!("{min:?}"));
+        let exact = |v: i64| Precision::Exact(ScalarValue::Int64(Some(v)));
+        assert_eq!(
+            bounds,
+            [
+                (exact(1), exact(3), Precision::Exact(0)),
+                (exact(10), exact(12), Precision::Exact(0))
+            ]
+        );
+
+        let no_room = Limits {
+            bounds_cells: 1,
+            ..LIMITS
+        };
+        let files = plain_files(&table, &schema, &actions, no_room).unwrap();
+        for f in &files.files {
+            let s = f.statistics.as_ref().unwrap();
+            assert_eq!(s.num_rows, Precision::Exact(3));
+            assert!(s.column_statistics.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_planner_gets_the_footers_figures_within_the_file_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (table, schema, actions) = two_commits(dir.path()).await;
+
+        let files = plain_files(&table, &schema, &actions, LIMITS).unwrap();
+        let from_footers = scan_statistics(&schema, files).await;
+        assert_eq!(from_footers.num_rows, Precision::Exact(6));
+        let id = &from_footers.column_statistics[0];
+        assert_eq!(id.min_value.get_value(), Some(&ScalarValue::Int64(Some(1))));
+        assert_eq!(
+            id.max_value.get_value(),
+            Some(&ScalarValue::Int64(Some(12)))
+        );
+
+        let few = Limits {
+            footer_files: 1,
+            ..LIMITS
+        };
+        let files = plain_files(&table, &schema, &actions, few).unwrap();
+        let from_log = scan_statistics(&schema, files).await;
+        assert_eq!(from_log.num_rows, Precision::Exact(6));
+        assert_eq!(from_log.column_statistics[0].min_value, Precision::Absent);
     }
 }
