@@ -634,20 +634,31 @@ async fn errors_on_workers_are_reported_as_on_a_single_node() {
     assert!(c.coordinator.workers().iter().all(|(_, up)| *up));
 }
 
-/// Writes `sales.by_region`, a Delta product partitioned by `region`, in three commits of 30
-/// rows each (ids 0..90, region by id % 3, amount = id), and its contract.
-async fn write_partitioned_delta(config: &Path) {
-    use arrow::array::{Int64Array, StringArray};
+/// Writes `sales.<name>`, a Delta product partitioned by `region`, in three commits of 30
+/// rows each (ids 0..90, region by id % 3, amount = id), and its contract. `nested` adds a
+/// struct column the contract does not expose: such a version is read by deltalake, the other
+/// as Parquet files with partition values (`delta_files`).
+async fn write_partitioned_delta(config: &Path, name: &str, nested: bool) {
+    use arrow::array::{ArrayRef, Int64Array, StringArray, StructArray};
     use arrow::datatypes::{DataType, Field, Schema};
     let root = config.parent().unwrap();
-    let location = root.join("buckets/sales/by_region");
+    let location = root.join("buckets/sales").join(name);
     std::fs::create_dir_all(&location).unwrap();
     let url = url::Url::from_directory_path(&location).unwrap();
-    let schema = Arc::new(Schema::new(vec![
+    let note = Arc::new(Field::new("note", DataType::Int64, false));
+    let mut fields = vec![
         Field::new("id", DataType::Int64, false),
         Field::new("region", DataType::Utf8, false),
         Field::new("amount", DataType::Int64, false),
-    ]));
+    ];
+    if nested {
+        fields.push(Field::new(
+            "extra",
+            DataType::Struct(vec![Arc::clone(&note)].into()),
+            false,
+        ));
+    }
+    let schema = Arc::new(Schema::new(fields));
     let mut table = deltalake::DeltaTable::try_from_url(url).await.unwrap();
     for commit in 0..3i64 {
         let ids: Vec<i64> = (commit * 30..commit * 30 + 30).collect();
@@ -655,15 +666,19 @@ async fn write_partitioned_delta(config: &Path) {
             .iter()
             .map(|i| ["EU", "NA", "APAC"][(i % 3) as usize])
             .collect();
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![
-                Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(StringArray::from(regions)),
-                Arc::new(Int64Array::from(ids)),
-            ],
-        )
-        .unwrap();
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from(regions)),
+            Arc::new(Int64Array::from(ids.clone())),
+        ];
+        if nested {
+            let notes: ArrayRef = Arc::new(Int64Array::from(ids));
+            columns.push(Arc::new(StructArray::from(vec![(
+                Arc::clone(&note),
+                notes,
+            )])));
+        }
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
         table = table
             .write(vec![batch])
             .with_save_mode(deltalake::protocol::SaveMode::Append)
@@ -672,14 +687,14 @@ async fn write_partitioned_delta(config: &Path) {
             .unwrap();
     }
     std::fs::write(
-        root.join("catalog/sales/products/by_region.toml"),
-        r#"name = "by_region"
+        root.join(format!("catalog/sales/products/{name}.toml")),
+        r#"name = "NAME"
 domain = "sales"
 version = "1.0.0"
 description = "Test rows partitioned by region."
 owner = "sales-data@acme.example"
 format = "delta"
-location = "by_region"
+location = "NAME"
 
 [[schema]]
 name = "id"
@@ -693,7 +708,8 @@ type = "string"
 [[schema]]
 name = "amount"
 type = "bigint"
-"#,
+"#
+        .replace("NAME", name),
     )
     .unwrap();
 }
@@ -702,12 +718,13 @@ type = "bigint"
 async fn partitioned_delta_products_are_read_on_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     let config = demo_mesh(dir.path()).await;
-    write_partitioned_delta(&config).await;
+    write_partitioned_delta(&config, "by_region", false).await;
+    write_partitioned_delta(&config, "by_region_nested", true).await;
     let c = cluster_from(&config, Arc::new(MeshqlCodec), Arc::new(MeshqlCodec)).await;
     // (sql, expected rows): region values come from the partition paths, not the files.
     let cases = [
         (
-            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.by_region GROUP BY region",
+            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.TABLE GROUP BY region",
             vec![
                 "| APAC   | 30 | 1365 |",
                 "| EU     | 30 | 1305 |",
@@ -716,12 +733,12 @@ async fn partitioned_delta_products_are_read_on_the_workers() {
         ),
         // A filter on the partition column prunes files on the worker as on the coordinator.
         (
-            "SELECT region, count(*) AS n, max(id) AS m FROM sales.by_region WHERE region <> 'NA' GROUP BY region",
+            "SELECT region, count(*) AS n, max(id) AS m FROM sales.TABLE WHERE region <> 'NA' GROUP BY region",
             vec!["| APAC   | 30 | 89 |", "| EU     | 30 | 87 |"],
         ),
         // The second commit: ids 0..60.
         (
-            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.by_region VERSION AS OF 1 \
+            "SELECT region, count(*) AS n, sum(amount) AS s FROM sales.TABLE VERSION AS OF 1 \
              GROUP BY region",
             vec![
                 "| APAC   | 20 | 610 |",
@@ -730,16 +747,21 @@ async fn partitioned_delta_products_are_read_on_the_workers() {
             ],
         ),
     ];
-    for (sql, expected) in cases {
-        let plan = plan_text(&c.distributed, "admin", sql).await;
-        assert!(
-            plan.contains("MeshqlClusterExec"),
-            "not distributed: {plan}"
-        );
-        assert!(plan.contains("DeltaScanExec"), "{plan}");
-        let single = rows(&run(&c.single, "admin", sql).await.unwrap());
-        let distributed = rows(&run(&c.distributed, "admin", sql).await.unwrap());
-        assert_eq!(single, expected, "{sql}");
-        assert_eq!(distributed, expected, "{sql}");
+    // The plain table's scans travel as Parquet scans; the nested one's as deltalake's call
+    // (docs/cluster.md).
+    for (table, by_deltalake) in [("by_region", false), ("by_region_nested", true)] {
+        for (sql, expected) in &cases {
+            let sql = &sql.replace("TABLE", table);
+            let plan = plan_text(&c.distributed, "admin", sql).await;
+            assert!(
+                plan.contains("MeshqlClusterExec"),
+                "not distributed: {plan}"
+            );
+            assert_eq!(plan.contains("DeltaScanExec"), by_deltalake, "{plan}");
+            let single = rows(&run(&c.single, "admin", sql).await.unwrap());
+            let distributed = rows(&run(&c.distributed, "admin", sql).await.unwrap());
+            assert_eq!(&single, expected, "{sql}");
+            assert_eq!(&distributed, expected, "{sql}");
+        }
     }
 }

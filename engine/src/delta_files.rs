@@ -10,12 +10,13 @@
 //! - the protocol asks no more of a reader than version 1, or version 3 with only reader
 //!   features that do not change how a file's rows are read (`timestampNtz`, `v2Checkpoint`,
 //!   `vacuumProtocolCheck`, and `deletionVectors` while no file has one);
-//! - no column mapping (`delta.columnMapping.mode` absent or `none`) and no partition columns
-//!   (their values live in the log, not in the files);
+//! - no column mapping (`delta.columnMapping.mode` absent or `none`);
 //! - only flat columns (nested fields' nullability may differ between the log and the files);
 //! - every file path is relative to the table root (no shallow-clone absolute paths).
 //!
-//! Anything else is read by deltalake as before. The file list, sizes and row counts come from
+//! Partition columns are read as DataFusion reads Hive partitions: their values come from the
+//! log (each file's `partitionValues`), are attached to the file, and filters on them skip
+//! files. Anything else is read by deltalake as before. The file list, sizes and row counts come from
 //! the version's log once per version (the [`crate::delta_cache`] keeps them beside the log
 //! statistics), so a scan does no listing and no `HEAD`: a file the log names but the store
 //! no longer has fails the query with the store's "not found" (a vacuumed version is an error,
@@ -35,19 +36,21 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, FieldRef, Int64Type, Schema, SchemaRef};
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
+use datafusion::common::DFSchema;
 use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
@@ -97,12 +100,83 @@ const LIMITS: Limits = Limits {
 pub(crate) struct PlainFiles {
     limits: Limits,
     store: ObjectStoreUrl,
+    /// The columns the files hold (the table's, partition columns left out) and the partition
+    /// columns, whose values each file carries: the Parquet scan's schema is the two, in turn.
+    file_schema: SchemaRef,
+    partition_fields: Vec<FieldRef>,
+    /// For each column of the table, its index in the Parquet scan's schema.
+    scan_index: Vec<usize>,
     files: Vec<PartitionedFile>,
     num_rows: Precision<usize>,
     bytes: usize,
     /// The table's statistics from the files' footers, read on the version's first scan; None
     /// when a footer could not be read.
     footers: OnceCell<Option<Statistics>>,
+}
+
+impl PlainFiles {
+    /// The files whose partition values can pass `filters` (those that read partition columns
+    /// only; as a Hive-partitioned listing prunes its directories). A filter that cannot be
+    /// evaluated on the values prunes nothing: the query's own filter reports its error.
+    fn by_partition_values(&self, state: &dyn Session, filters: &[Expr]) -> Vec<PartitionedFile> {
+        let names: Vec<&str> = self
+            .partition_fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let on_partitions: Vec<&Expr> = filters
+            .iter()
+            .filter(|f| {
+                let columns = f.column_refs();
+                !f.is_volatile()
+                    && !columns.is_empty()
+                    && columns.iter().all(|c| names.contains(&c.name.as_str()))
+            })
+            .collect();
+        if on_partitions.is_empty() || self.files.is_empty() {
+            return self.files.clone();
+        }
+        match self.passing(state, &on_partitions) {
+            Ok(keep) => self
+                .files
+                .iter()
+                .zip(keep)
+                .filter(|(_, keep)| *keep)
+                .map(|(f, _)| f.clone())
+                .collect(),
+            Err(e) => {
+                tracing::debug!("partition filter not evaluated on the log's values: {e}");
+                self.files.clone()
+            }
+        }
+    }
+
+    /// Per file, whether its partition values pass every filter of `on_partitions`.
+    fn passing(&self, state: &dyn Session, on_partitions: &[&Expr]) -> DfResult<Vec<bool>> {
+        let schema = Arc::new(Schema::new(self.partition_fields.clone()));
+        let columns = (0..self.partition_fields.len())
+            .map(|k| {
+                ScalarValue::iter_to_array(self.files.iter().map(|f| f.partition_values[k].clone()))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let values = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+        let df_schema = DFSchema::try_from(Arc::unwrap_or_clone(schema))?;
+        let mut keep = vec![true; self.files.len()];
+        for filter in on_partitions {
+            let unqualified = unnormalize_col((*filter).clone());
+            let result = state
+                .create_physical_expr(unqualified, &df_schema)?
+                .evaluate(&values)?
+                .into_array(values.num_rows())?;
+            let result = result.as_boolean_opt().ok_or_else(|| {
+                DataFusionError::Plan("a partition filter is not a condition".to_string())
+            })?;
+            for (i, keep) in keep.iter_mut().enumerate() {
+                *keep &= result.is_valid(i) && result.value(i);
+            }
+        }
+        Ok(keep)
+    }
 }
 
 /// What is kept per Delta version: the log's column statistics, and the version's files when
@@ -157,9 +231,7 @@ fn plain_files(
         v => return Err(format!("reader version {v}")),
     }
     let metadata = state.metadata();
-    if !metadata.partition_columns().is_empty() {
-        return Err("partition columns".to_string());
-    }
+    let partition_columns = metadata.partition_columns();
     if let Some(mode) = metadata.configuration().get("delta.columnMapping.mode") {
         if !mode.eq_ignore_ascii_case("none") {
             return Err(format!("column mapping mode {mode}"));
@@ -197,8 +269,39 @@ fn plain_files(
     let sizes = sizes.as_primitive::<Int64Type>();
     let records = column("num_records", &DataType::Int64)?;
     let records = records.as_primitive::<Int64Type>();
-    let bounds = (actions.num_rows().saturating_mul(schema.fields().len()) <= limits.bounds_cells)
-        .then(|| FileBounds::new(schema, actions));
+    let (file_fields, partition_fields): (Vec<FieldRef>, Vec<FieldRef>) = schema
+        .fields()
+        .iter()
+        .cloned()
+        .partition(|f| !partition_columns.contains(f.name()));
+    if partition_fields.len() != partition_columns.len() {
+        return Err("a partition column is not in the schema".to_string());
+    }
+    let file_schema = Arc::new(Schema::new(file_fields));
+    let scan_index = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            file_schema.index_of(f.name()).unwrap_or_else(|_| {
+                let at = partition_fields.iter().position(|p| p.name() == f.name());
+                file_schema.fields().len() + at.unwrap_or_default()
+            })
+        })
+        .collect();
+    let partition_values = partition_fields
+        .iter()
+        .map(|f| {
+            actions
+                .column_by_name(&format!("partition.{}", f.name()))
+                .cloned()
+                .ok_or_else(|| format!("no partition values for {}", f.name()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bounds = (actions
+        .num_rows()
+        .saturating_mul(file_schema.fields().len())
+        <= limits.bounds_cells)
+        .then(|| FileBounds::new(&file_schema, actions));
 
     let mut files = Vec::with_capacity(actions.num_rows());
     let mut num_rows = Some(0usize);
@@ -229,17 +332,35 @@ fn plain_files(
             e_tag: None,
             version: None,
         };
-        let statistics = Statistics {
+        let mut file = PartitionedFile::from(meta);
+        for (field, values) in partition_fields.iter().zip(&partition_values) {
+            let value = ScalarValue::try_from_array(values, i)
+                .and_then(|v| v.cast_to(field.data_type()))
+                .map_err(|e| format!("partition value of {} for {raw}: {e}", field.name()))?;
+            file.partition_values.push(value);
+        }
+        let statistics = |column_statistics| Statistics {
             num_rows: rows.map_or(Precision::Absent, Precision::Exact),
             total_byte_size: Precision::Exact(size_usize),
-            // Without bounds, no per-file column vector at all (as deltalake's scan does).
-            column_statistics: bounds.as_ref().map_or_else(Vec::new, |b| b.of_file(i)),
+            column_statistics,
         };
-        files.push(PartitionedFile::from(meta).with_statistics(Arc::new(statistics)));
+        file = match &bounds {
+            // With the file's columns' bounds; DataFusion appends the partition values' own.
+            Some(b) => file.with_statistics(Arc::new(statistics(b.of_file(i)))),
+            // Without bounds, no per-file column vector at all (as deltalake's scan does).
+            None => {
+                file.statistics = Some(Arc::new(statistics(Vec::new())));
+                file
+            }
+        };
+        files.push(file);
     }
     Ok(Arc::new(PlainFiles {
         limits,
         store,
+        file_schema,
+        partition_fields,
+        scan_index,
         files,
         num_rows: num_rows.map_or(Precision::Absent, Precision::Exact),
         bytes,
@@ -356,7 +477,7 @@ impl TableProvider for PlainDeltaTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if self.files.files.is_empty() {
@@ -367,23 +488,37 @@ impl TableProvider for PlainDeltaTable {
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let source = format.file_source(TableSchema::from(Arc::clone(&self.schema)));
-        let groups = FileGroup::new(self.files.files.clone())
+        let files = &self.files;
+        let source = format.file_source(
+            TableSchema::builder(Arc::clone(&files.file_schema))
+                .with_table_partition_cols(files.partition_fields.clone())
+                .build(),
+        );
+        let projection = match projection {
+            Some(p) => p.iter().map(|&i| files.scan_index[i]).collect(),
+            None => files.scan_index.clone(),
+        };
+        let width = files.file_schema.fields().len() + files.partition_fields.len();
+        let groups = FileGroup::new(files.by_partition_values(state, filters))
             .split_files(state.config().target_partitions().max(1));
         let footers = self
             .files
             .footers
-            .get_or_init(|| footer_statistics(state, &format, &self.schema, &self.files))
+            .get_or_init(|| footer_statistics(state, &format, &self.files))
             .await;
-        let statistics = footers.clone().unwrap_or_else(|| Statistics {
+        let mut statistics = footers.clone().unwrap_or_else(|| Statistics {
             num_rows: self.files.num_rows,
             total_byte_size: Precision::Exact(self.files.bytes),
-            column_statistics: vec![ColumnStatistics::new_unknown(); self.schema.fields().len()],
+            column_statistics: Vec::new(),
         });
+        // The partition columns (and, from the log's figures, every column) without bounds.
+        statistics
+            .column_statistics
+            .resize(width, ColumnStatistics::new_unknown());
         let config = FileScanConfigBuilder::new(self.files.store.clone(), source)
             .with_file_groups(groups)
             .with_statistics(statistics)
-            .with_projection_indices(projection.cloned())?
+            .with_projection_indices(Some(projection))?
             .with_limit(limit)
             .build();
         format.create_physical_plan(state, config).await
@@ -397,9 +532,9 @@ impl TableProvider for PlainDeltaTable {
 async fn footer_statistics(
     state: &dyn Session,
     format: &ParquetFormat,
-    schema: &SchemaRef,
     files: &PlainFiles,
 ) -> Option<Statistics> {
+    let schema = &files.file_schema;
     if files.files.len() > files.limits.footer_files {
         return None;
     }

@@ -1,6 +1,6 @@
 //! A plain Delta version is read as a Parquet scan of exactly the files its log names
-//! (`delta_files`); a version that needs deltalake's per-file work (here: partition columns)
-//! is read by deltalake, with the same answers.
+//! (`delta_files`), partition columns included; a version that is not plain (here: one with a
+//! nested column) is read by deltalake, with the same answers.
 
 use std::path::Path;
 
@@ -96,54 +96,124 @@ async fn a_file_gone_from_a_plain_version_fails_the_query_instead_of_dropping_ro
     assert!(n > 0);
 }
 
-/// Adds `sales.orders_by_region`: the orders again, as a Delta table partitioned by region
-/// (read by deltalake), under the contract of `sales.orders`.
-async fn add_partitioned_orders(engine: &MeshEngine, dir: &Path) {
-    let rows = query(engine, "SELECT * FROM sales.orders").await.unwrap();
-    let location = dir.join("buckets/sales/orders_by_region");
+/// Adds `sales.<name>`, the rows of `select` (the orders' columns, maybe more) as a Delta
+/// table, under the contract of `sales.orders`.
+async fn add_orders_copy(
+    engine: &MeshEngine,
+    dir: &Path,
+    name: &str,
+    select: &str,
+    partition_by: Option<&str>,
+) {
+    let rows = query(engine, select).await.unwrap();
+    let location = dir.join("buckets/sales").join(name);
     std::fs::create_dir_all(&location).unwrap();
-    deltalake::DeltaTable::try_from_url(url::Url::from_directory_path(&location).unwrap())
-        .await
-        .unwrap()
-        .write(rows)
-        .with_partition_columns(["region"])
-        .with_save_mode(deltalake::protocol::SaveMode::Append)
-        .await
-        .unwrap();
+    let mut write =
+        deltalake::DeltaTable::try_from_url(url::Url::from_directory_path(&location).unwrap())
+            .await
+            .unwrap()
+            .write(rows)
+            .with_save_mode(deltalake::protocol::SaveMode::Append);
+    if let Some(column) = partition_by {
+        write = write.with_partition_columns([column]);
+    }
+    write.await.unwrap();
     let products = dir.join("catalog/sales/products");
     let manifest = std::fs::read_to_string(products.join("orders.toml")).unwrap();
     let contract = manifest[..manifest.find("[[inputs]]").unwrap()]
-        .replace("name = \"orders\"", "name = \"orders_by_region\"")
-        .replace("location = \"orders\"", "location = \"orders_by_region\"");
-    std::fs::write(products.join("orders_by_region.toml"), contract).unwrap();
+        .replace("name = \"orders\"", &format!("name = \"{name}\""))
+        .replace("location = \"orders\"", &format!("location = \"{name}\""));
+    std::fs::write(products.join(format!("{name}.toml")), contract).unwrap();
 }
 
+/// `sales.orders_by_status`: the orders partitioned by `status` (a column in the middle of the
+/// contract), read as Parquet with the partition values from the log.
+async fn add_partitioned_orders(engine: &MeshEngine, dir: &Path) {
+    let all = "SELECT * FROM sales.orders";
+    add_orders_copy(engine, dir, "orders_by_status", all, Some("status")).await;
+}
+
+/// `sales.orders_nested`: the orders with one more, nested, column the contract does not
+/// expose; a version with a nested column is read by deltalake.
+async fn add_nested_orders(engine: &MeshEngine, dir: &Path) {
+    let nested = "SELECT *, named_struct('note', status) AS extra FROM sales.orders";
+    add_orders_copy(engine, dir, "orders_nested", nested, None).await;
+}
+
+const BY_REGION: &str = "SELECT region, count(*) AS n, sum(total_amount) AS total, \
+     min(order_ts) AS first FROM sales.{table} WHERE status <> 'cancelled' \
+     GROUP BY region ORDER BY region";
+
 #[tokio::test]
-async fn a_partitioned_delta_table_is_read_by_deltalake_with_the_same_answers() {
+async fn a_partitioned_delta_table_is_read_as_parquet_with_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
     let config = demo_mesh(dir.path()).await;
     add_partitioned_orders(&fresh_engine(&config), dir.path()).await;
     let engine = fresh_engine(&config);
-    let by_region = |table: &str| {
-        format!(
-            "SELECT region, count(*) AS n, sum(total_amount) AS total, min(order_ts) AS first \
-             FROM sales.{table} WHERE status <> 'cancelled' GROUP BY region ORDER BY region"
-        )
-    };
+    let by_region = |table: &str| BY_REGION.replace("{table}", table);
     let plain = pretty(&query(&engine, &by_region("orders")).await.unwrap());
     let partitioned = pretty(
-        &query(&engine, &by_region("orders_by_region"))
+        &query(&engine, &by_region("orders_by_status"))
             .await
             .unwrap(),
     );
     assert_eq!(plain, partitioned);
     assert!(plain.contains("APAC"), "{plain}");
-    let plan = explain(
-        &engine,
-        &format!("EXPLAIN {}", by_region("orders_by_region")),
-    )
-    .await;
+    // Every column in contract order, the partition column's values included.
+    let all = |table: &str| format!("SELECT * FROM sales.{table} ORDER BY order_id");
+    assert_eq!(
+        pretty(&query(&engine, &all("orders")).await.unwrap()),
+        pretty(&query(&engine, &all("orders_by_status")).await.unwrap())
+    );
+    // One file per status; a filter on the partition column reads only its file (the others
+    // are left out while planning, by the partition values in the log).
+    let returned = "SELECT count(*) FROM sales.orders_by_status WHERE status = 'returned'";
+    let n = single_i64(&query(&engine, returned).await.unwrap());
+    let expected = "SELECT count(*) FROM sales.orders WHERE status = 'returned'";
+    assert_eq!(n, single_i64(&query(&engine, expected).await.unwrap()));
+    assert!(n > 0);
+    let plan = explain(&engine, &format!("EXPLAIN {returned}")).await;
+    assert!(!plan.contains("DeltaScan"), "{plan}");
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains("orders_by_status"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(scan.matches(".parquet").count(), 1, "{scan}");
+    assert!(scan.contains("status=returned/"), "{scan}");
+    // A condition on the partition column that is not a plain comparison prunes the same way.
+    let some =
+        "SELECT count(*) FROM sales.orders_by_status WHERE upper(status) IN ('PLACED', 'SHIPPED')";
+    let by_hand = "SELECT count(*) FROM sales.orders WHERE status IN ('placed', 'shipped')";
+    assert_eq!(
+        single_i64(&query(&engine, some).await.unwrap()),
+        single_i64(&query(&engine, by_hand).await.unwrap())
+    );
+    let plan = explain(&engine, &format!("EXPLAIN {some}")).await;
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains("orders_by_status"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(scan.matches(".parquet").count(), 2, "{scan}");
+}
+
+#[tokio::test]
+async fn a_version_with_a_nested_column_is_read_by_deltalake_with_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    add_nested_orders(&fresh_engine(&config), dir.path()).await;
+    let engine = fresh_engine(&config);
+    let by_region = |table: &str| BY_REGION.replace("{table}", table);
+    let plain = pretty(&query(&engine, &by_region("orders")).await.unwrap());
+    let nested = pretty(&query(&engine, &by_region("orders_nested")).await.unwrap());
+    assert_eq!(plain, nested);
+    let plan = explain(&engine, &format!("EXPLAIN {}", by_region("orders_nested"))).await;
     assert!(plan.contains("DeltaScan"), "{plan}");
+    // The contract's columns only: the nested one stays invisible.
+    let err = query(&engine, "SELECT extra FROM sales.orders_nested")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("extra"), "{err}");
 }
 
 /// What a Delta product's scan tells the planner, so that joins are sized: a plain version the
@@ -162,7 +232,7 @@ async fn a_delta_scan_reports_bounds_and_sizes_for_join_planning() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = demo_mesh(dir.path()).await;
-    add_partitioned_orders(&fresh_engine(&config), dir.path()).await;
+    add_nested_orders(&fresh_engine(&config), dir.path()).await;
     let engine = fresh_engine(&config);
     let real = query(
         &engine,
@@ -214,7 +284,7 @@ async fn a_delta_scan_reports_bounds_and_sizes_for_join_planning() {
     assert!((size as u64) < files, "{size} of {files}");
 
     // Read by deltalake: bounds from the log, as estimates; no byte size.
-    let by_deltalake = stats_as("admin", "orders_by_region").await;
+    let by_deltalake = stats_as("admin", "orders_nested").await;
     assert_eq!(
         by_deltalake.column_statistics[0].min_value,
         Precision::Inexact(ScalarValue::Int64(Some(lo)))
