@@ -499,8 +499,13 @@ impl TableProvider for PlainDeltaTable {
             None => files.scan_index.clone(),
         };
         let width = files.file_schema.fields().len() + files.partition_fields.len();
-        let groups = FileGroup::new(files.by_partition_values(state, filters))
-            .split_files(state.config().target_partitions().max(1));
+        let read = files.by_partition_values(state, filters);
+        if read.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(Arc::new(
+                self.schema
+                    .project(&scan_order(&projection, &files.scan_index))?,
+            ))));
+        }
         let footers = self
             .files
             .footers
@@ -515,6 +520,10 @@ impl TableProvider for PlainDeltaTable {
         statistics
             .column_statistics
             .resize(width, ColumnStatistics::new_unknown());
+        if read.len() < files.files.len() {
+            statistics = of_part(statistics, &read, &files.files);
+        }
+        let groups = FileGroup::new(read).split_files(state.config().target_partitions().max(1));
         let config = FileScanConfigBuilder::new(self.files.store.clone(), source)
             .with_file_groups(groups)
             .with_statistics(statistics)
@@ -560,6 +569,44 @@ async fn footer_statistics(
             None
         }
     }
+}
+
+/// The table's indices of the scan's columns `projection` (indices in the Parquet scan's
+/// schema), in order.
+fn scan_order(projection: &[usize], scan_index: &[usize]) -> Vec<usize> {
+    projection
+        .iter()
+        .filter_map(|p| scan_index.iter().position(|i| i == p))
+        .collect()
+}
+
+/// The statistics of the whole version (`all` files) scaled to the files `read`: their row
+/// count (from the log) and a proportional share of the sizes, as estimates; bounds stay those
+/// of the whole version, which hold for any part of it.
+fn of_part(whole: Statistics, read: &[PartitionedFile], all: &[PartitionedFile]) -> Statistics {
+    let rows = |files: &[PartitionedFile]| -> Option<usize> {
+        files
+            .iter()
+            .map(|f| f.statistics.as_ref()?.num_rows.get_value().copied())
+            .sum()
+    };
+    let mut part = whole.to_inexact();
+    let (Some(read_rows), Some(all_rows)) = (rows(read), rows(all)) else {
+        part.num_rows = Precision::Absent;
+        part.total_byte_size = Precision::Absent;
+        return part;
+    };
+    let share = |n: usize| {
+        let scaled = n as f64 * read_rows as f64 / all_rows.max(1) as f64;
+        scaled as usize
+    };
+    part.num_rows = Precision::Exact(read_rows);
+    part.total_byte_size = part.total_byte_size.map(share);
+    for column in &mut part.column_statistics {
+        column.byte_size = column.byte_size.map(share);
+        column.null_count = column.null_count.map(|n| n.min(read_rows));
+    }
+    part
 }
 
 #[cfg(test)]

@@ -194,6 +194,44 @@ async fn a_partitioned_delta_table_is_read_as_parquet_with_the_same_answers() {
         .find(|l| l.contains("DataSourceExec") && l.contains("orders_by_status"))
         .unwrap_or_else(|| panic!("{plan}"));
     assert_eq!(scan.matches(".parquet").count(), 2, "{scan}");
+    // No file passes: no rows, no scan of anything.
+    let none = "SELECT order_id, status FROM sales.orders_by_status WHERE status = 'lost'";
+    assert!(query(&engine, none)
+        .await
+        .unwrap()
+        .iter()
+        .all(|b| b.num_rows() == 0));
+    let plan = explain(&engine, &format!("EXPLAIN {none}")).await;
+    assert!(!plan.contains("orders_by_status/status="), "{plan}");
+    // The planner sizes the scan by the files read: the row count of `returned`'s one file.
+    let session = engine.session(super::principal(&engine, "admin")).unwrap();
+    let planned = session
+        .plan_sql("SELECT order_id FROM sales.orders_by_status WHERE status = 'returned'")
+        .await
+        .unwrap();
+    let plan = session.physical_plan(&planned).await.unwrap();
+    let mut scan = plan;
+    while !scan.children().is_empty() && scan.name() != "DataSourceExec" {
+        scan = std::sync::Arc::clone(scan.children()[0]);
+    }
+    assert_eq!(
+        scan.name(),
+        "DataSourceExec",
+        "{}",
+        datafusion::physical_plan::displayable(scan.as_ref()).indent(true)
+    );
+    let rows = datafusion::physical_plan::statistics::StatisticsContext::new()
+        .compute(
+            scan.as_ref(),
+            &datafusion::physical_plan::statistics::StatisticsArgs::new(),
+        )
+        .unwrap()
+        .num_rows;
+    assert_eq!(
+        rows.get_value(),
+        Some(&usize::try_from(n).unwrap()),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test]
