@@ -20,6 +20,13 @@ fn fresh_engine(config: &Path) -> MeshEngine {
     MeshEngine::try_new(Mesh::load(config).unwrap()).unwrap()
 }
 
+/// The `DataSourceExec` line of `plan` that mentions `table`.
+fn scan_line<'a>(plan: &'a str, table: &str) -> &'a str {
+    plan.lines()
+        .find(|l| l.contains("DataSourceExec") && l.contains(table))
+        .unwrap_or_else(|| panic!("no scan of {table} in {plan}"))
+}
+
 async fn explain(engine: &MeshEngine, sql: &str) -> String {
     strings(&query(engine, sql).await.unwrap(), 1).join("\n")
 }
@@ -49,10 +56,7 @@ async fn a_plain_delta_version_is_read_as_exactly_its_files() {
     assert_eq!(files.len(), 2, "{files:?}");
     let plan = explain(&engine, &format!("EXPLAIN {TOTALS}")).await;
     assert!(!plan.contains("DeltaScan"), "{plan}");
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("DataSourceExec") && l.contains("sales/orders"))
-        .unwrap_or_else(|| panic!("{plan}"));
+    let scan = scan_line(&plan, "sales/orders");
     assert!(scan.contains("file_type=parquet"), "{scan}");
     for file in &files {
         let name = file.file_name().unwrap().to_str().unwrap();
@@ -174,10 +178,7 @@ async fn a_partitioned_delta_table_is_read_as_parquet_with_the_same_answers() {
     assert!(n > 0);
     let plan = explain(&engine, &format!("EXPLAIN {returned}")).await;
     assert!(!plan.contains("DeltaScan"), "{plan}");
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("DataSourceExec") && l.contains("orders_by_status"))
-        .unwrap_or_else(|| panic!("{plan}"));
+    let scan = scan_line(&plan, "orders_by_status");
     assert_eq!(scan.matches(".parquet").count(), 1, "{scan}");
     assert!(scan.contains("status=returned/"), "{scan}");
     // A condition on the partition column that is not a plain comparison prunes the same way.
@@ -189,10 +190,7 @@ async fn a_partitioned_delta_table_is_read_as_parquet_with_the_same_answers() {
         single_i64(&query(&engine, by_hand).await.unwrap())
     );
     let plan = explain(&engine, &format!("EXPLAIN {some}")).await;
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("DataSourceExec") && l.contains("orders_by_status"))
-        .unwrap_or_else(|| panic!("{plan}"));
+    let scan = scan_line(&plan, "orders_by_status");
     assert_eq!(scan.matches(".parquet").count(), 2, "{scan}");
     // No file passes: no rows, no scan of anything.
     let none = "SELECT order_id, status FROM sales.orders_by_status WHERE status = 'lost'";
@@ -279,10 +277,7 @@ async fn partition_values_with_path_characters_are_read_back_as_written() {
     );
     let plan = explain(&engine, &format!("EXPLAIN {one}")).await;
     assert!(!plan.contains("DeltaScan"), "{plan}");
-    let scan = plan
-        .lines()
-        .find(|l| l.contains("DataSourceExec") && l.contains("orders_odd"))
-        .unwrap_or_else(|| panic!("{plan}"));
+    let scan = scan_line(&plan, "orders_odd");
     assert_eq!(scan.matches(".parquet").count(), 1, "{scan}");
     // The directory as written: Hive-escaped characters, not cut at the slash.
     assert!(!scan.contains("status=placed /"), "{scan}");
