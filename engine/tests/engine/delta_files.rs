@@ -283,6 +283,97 @@ async fn partition_values_with_path_characters_are_read_back_as_written() {
     assert!(!scan.contains("status=placed /"), "{scan}");
 }
 
+/// A row filter on a partition column (which may leave files out while planning, behind the
+/// policy barrier): the principal sees exactly its rows, its own filters cannot widen them,
+/// `EXPLAIN` shows none of the secured scan's files, and guest sees no product at all.
+#[tokio::test]
+async fn a_row_filter_on_a_partition_column_holds_and_its_files_stay_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_mesh(dir.path()).await;
+    let all = "SELECT * FROM sales.orders";
+    add_orders_copy(
+        &fresh_engine(&config),
+        dir.path(),
+        "orders_by_region",
+        all,
+        Some("region"),
+    )
+    .await;
+    let policies = dir.path().join("catalog/sales/policies.toml");
+    let text = std::fs::read_to_string(&policies).unwrap();
+    let text = text.replace(
+        "to = [\"group:regional_analysts\"]\nproducts = [\"orders\"]",
+        "to = [\"group:regional_analysts\"]\nproducts = [\"orders\", \"orders_by_region\"]",
+    );
+    std::fs::write(
+        &policies,
+        format!(
+            "{text}\n[[row_filters]]\nname = \"by_region_own_region\"\nproduct = \
+             \"orders_by_region\"\napplies_to = [\"group:regional_analysts\"]\npredicate = \
+             \"region = ${{principal.region}}\"\n"
+        ),
+    )
+    .unwrap();
+    let engine = fresh_engine(&config);
+    let by_region = "SELECT region, count(*) AS n FROM sales.orders_by_region \
+                     GROUP BY region ORDER BY region";
+    let eu = pretty(
+        &super::query_as(&engine, "eu_analyst", by_region)
+            .await
+            .unwrap(),
+    );
+    let by_admin = pretty(
+        &query(
+            &engine,
+            "SELECT region, count(*) AS n FROM sales.orders WHERE region = 'EU' GROUP BY region",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(eu, by_admin);
+    for widen in [
+        "SELECT count(*) FROM sales.orders_by_region WHERE region = 'NA'",
+        "SELECT count(*) FROM sales.orders_by_region WHERE region <> 'EU' OR true",
+    ] {
+        let n = single_i64(&super::query_as(&engine, "eu_analyst", widen).await.unwrap());
+        let eu_only = if widen.contains("OR true") {
+            single_i64(
+                &query(
+                    &engine,
+                    "SELECT count(*) FROM sales.orders WHERE region = 'EU'",
+                )
+                .await
+                .unwrap(),
+            )
+        } else {
+            0
+        };
+        assert_eq!(n, eu_only, "{widen}");
+    }
+    // The secured scan, and so its files, stay behind the policy barrier in EXPLAIN.
+    let plan = strings(
+        &super::query_as(&engine, "eu_analyst", &format!("EXPLAIN {by_region}"))
+            .await
+            .unwrap(),
+        1,
+    )
+    .join("\n");
+    assert!(!plan.contains("region="), "{plan}");
+    // guest is not granted the product: it looks missing, as any hidden product.
+    let err = super::query_as(&engine, "guest", by_region)
+        .await
+        .unwrap_err()
+        .to_string();
+    let missing = super::query_as(&engine, "guest", "SELECT * FROM sales.no_such_thing")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err.replace("orders_by_region", "X"),
+        missing.replace("no_such_thing", "X")
+    );
+}
+
 #[tokio::test]
 async fn a_version_with_a_nested_column_is_read_by_deltalake_with_the_same_answers() {
     let dir = tempfile::tempdir().unwrap();
