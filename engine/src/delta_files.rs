@@ -387,12 +387,7 @@ impl FileBounds {
                 if f.data_type().is_floating() || !crate::delta_stats::bounded(f.data_type()) {
                     return None;
                 }
-                let get = |prefix: &str| {
-                    actions
-                        .column_by_name(&format!("{prefix}.{}", f.name()))
-                        .cloned()
-                };
-                Some([get("min")?, get("max")?, get("null_count")?])
+                crate::delta_stats::stats_columns(actions, f.name())
             })
             .collect();
         let types = schema
@@ -480,7 +475,9 @@ impl TableProvider for PlainDeltaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if self.files.files.is_empty() {
+        // No file in the version, or none whose partition values pass: no rows.
+        let read = self.files.by_partition_values(state, filters);
+        if read.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
                 None => Arc::clone(&self.schema),
@@ -499,13 +496,6 @@ impl TableProvider for PlainDeltaTable {
             None => files.scan_index.clone(),
         };
         let width = files.file_schema.fields().len() + files.partition_fields.len();
-        let read = files.by_partition_values(state, filters);
-        if read.is_empty() {
-            return Ok(Arc::new(EmptyExec::new(Arc::new(
-                self.schema
-                    .project(&scan_order(&projection, &files.scan_index))?,
-            ))));
-        }
         let footers = self
             .files
             .footers
@@ -569,15 +559,6 @@ async fn footer_statistics(
             None
         }
     }
-}
-
-/// The table's indices of the scan's columns `projection` (indices in the Parquet scan's
-/// schema), in order.
-fn scan_order(projection: &[usize], scan_index: &[usize]) -> Vec<usize> {
-    projection
-        .iter()
-        .filter_map(|p| scan_index.iter().position(|i| i == p))
-        .collect()
 }
 
 /// The statistics of the whole version (`all` files) scaled to the files `read`: their row

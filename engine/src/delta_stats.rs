@@ -33,6 +33,13 @@ pub(crate) fn add_actions(table: &DeltaTable) -> Option<RecordBatch> {
     table.snapshot().ok()?.add_actions_table(true).ok()
 }
 
+/// The per-file minimum, maximum and null count of column `name` in `files` (a version's
+/// flattened add actions); None when the log records not all three.
+pub(crate) fn stats_columns(files: &RecordBatch, name: &str) -> Option<[ArrayRef; 3]> {
+    let column = |prefix: &str| files.column_by_name(&format!("{prefix}.{name}")).cloned();
+    Some([column("min")?, column("max")?, column("null_count")?])
+}
+
 /// The statistics of `files` (a version's flattened add actions) for the columns of `schema`.
 pub(crate) fn from_add_actions(files: &RecordBatch, schema: &Schema) -> LogStatistics {
     let mut out = HashMap::new();
@@ -44,10 +51,7 @@ pub(crate) fn from_add_actions(files: &RecordBatch, schema: &Schema) -> LogStati
             continue;
         }
         let name = field.name();
-        let column = |prefix: &str| files.column_by_name(&format!("{prefix}.{name}")).cloned();
-        let (Some(min), Some(max), Some(nulls)) =
-            (column("min"), column("max"), column("null_count"))
-        else {
+        let Some([min, max, nulls]) = stats_columns(files, name) else {
             continue;
         };
         let (Some(lo), Some(hi), Some(nulls)) = (
